@@ -1,0 +1,209 @@
+"""Document: a shared open order edited on several devices at once, backed by pycrdt (Yrs).
+
+The state is a pycrdt ``Doc`` with two roots: ``fields`` (a map: table, customer, status…)
+and ``lines`` (an array of line items). A delta is the Yrs update produced by one
+transaction; merge is ``apply_update``, which is commutative, idempotent and tolerant of
+out-of-order delivery (Yrs holds updates whose dependencies are missing until they arrive).
+
+Yrs needs a client id per writer that never collides within a document. Integer replica
+ids (device numbers, which is what the wire uses) map to themselves, which is injective;
+any other replica id is hashed into the range above 2**52, where no device number lands.
+
+Yrs drops updates it cannot integrate yet when a document is re-encoded, so besides the
+``Doc`` (the readable view) each copy keeps ``_log``: every update it has merged, folded
+into one with ``merge_updates``, which loses nothing. Copies and wire forms come from the
+log, never from the view. Equality compares the integrated state (state vector and
+content); an update still waiting for its predecessors is not visible to it.
+
+Yrs stores small integers as doubles (JavaScript numbers). Floats are refused on input, so
+every integral double read back is turned into an int again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+import pycrdt
+
+from ._check import canonical, require_int, require_replica, require_value, wire_header
+from ._errors import InvalidInput, MalformedWire
+
+__all__ = ["Document", "client_id_for"]
+
+# One transaction's update: an order with a hundred lines is a few KiB.
+MAX_UPDATE_BYTES = 64 * 1024
+MAX_LINES = 1000
+_DEVICE_ID_LIMIT = 2**52
+# Client id of a copy that only receives; it is never used to write.
+_READER_CLIENT_ID = 2**53 - 1
+
+
+def client_id_for(replica: Any) -> int:
+    """The Yrs client id a replica writes documents with."""
+    replica = require_replica(replica)
+    if isinstance(replica, int) and replica < _DEVICE_ID_LIMIT:
+        return replica
+    digest = hashlib.blake2b(canonical(replica), digest_size=8, person=b"tillmesh-yclient").digest()
+    return _DEVICE_ID_LIMIT + int.from_bytes(digest, "big") % (_DEVICE_ID_LIMIT - 1)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise MalformedWire("bad varuint in Yrs state vector")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, pos
+        shift += 7
+
+
+def _state_vector(doc: pycrdt.Doc) -> tuple[tuple[int, int], ...]:
+    data = doc.get_state()
+    count, pos = _read_varuint(data, 0)
+    pairs = []
+    for _ in range(count):
+        client, pos = _read_varuint(data, pos)
+        clock, pos = _read_varuint(data, pos)
+        pairs.append((client, clock))
+    return tuple(sorted(pairs))
+
+
+class Document:
+    TAG = "doc"
+    CODE = 5  # one-byte type code inside delta groups
+    VERSION = 1
+
+    __slots__ = ("_doc", "_writer", "_log")
+
+    def __init__(self) -> None:
+        self._doc = pycrdt.Doc(client_id=_READER_CLIENT_ID)
+        self._writer: Any = None
+        self._log: bytes = self._doc.get_update()
+
+    @property
+    def value(self) -> dict:
+        """``{"fields": {...}, "lines": [...]}`` as plain Python data."""
+        fields = self._doc.get("fields", type=pycrdt.Map)
+        lines = self._doc.get("lines", type=pycrdt.Array)
+        return {"fields": _plain(fields.to_py() or {}), "lines": _plain(lines.to_py() or [])}
+
+    def change(self, replica: Any, edit: Callable[[pycrdt.Map, pycrdt.Array], None]) -> "Document":
+        """Run ``edit(fields, lines)`` in one Yrs transaction written by ``replica``.
+
+        The edit must itself validate what it writes; prefer the typed helpers below.
+        Returns:
+            The delta: a document holding exactly this transaction's update.
+        """
+        self._become_writer(require_replica(replica))
+        before = self._doc.get_state()
+        fields = self._doc.get("fields", type=pycrdt.Map)
+        lines = self._doc.get("lines", type=pycrdt.Array)
+        with self._doc.transaction():
+            edit(fields, lines)
+        update = self._doc.get_update(before)
+        self._log = pycrdt.merge_updates(self._log, update)
+        return Document._from_update(update)
+
+    def set_field(self, replica: Any, name: str, value: Any) -> "Document":
+        if not isinstance(name, str) or not 0 < len(name) <= 64:
+            raise InvalidInput(f"field name must be a 1..64 char string, got {name!r}")
+        value = require_value(f"field {name!r}", value)
+
+        def edit(fields: pycrdt.Map, lines: pycrdt.Array) -> None:
+            fields[name] = value
+
+        return self.change(replica, edit)
+
+    def add_line(self, replica: Any, line: dict) -> "Document":
+        """Append a line item (a map of plain data, integers for quantities and prices)."""
+        if not isinstance(line, dict):
+            raise InvalidInput(f"a line item must be a map, got {type(line).__name__}")
+        line = require_value("line item", line)
+        if len(self._doc.get("lines", type=pycrdt.Array)) >= MAX_LINES:
+            raise InvalidInput(f"an order holds at most {MAX_LINES} lines")
+
+        def edit(fields: pycrdt.Map, lines: pycrdt.Array) -> None:
+            lines.append(line)
+
+        return self.change(replica, edit)
+
+    def remove_line(self, replica: Any, index: int) -> "Document":
+        size = len(self._doc.get("lines", type=pycrdt.Array))
+        index = require_int("line index", index, minimum=0)
+        if index >= size:
+            raise InvalidInput(f"line index {index} out of range (order has {size} lines)")
+
+        def edit(fields: pycrdt.Map, lines: pycrdt.Array) -> None:
+            del lines[index]
+
+        return self.change(replica, edit)
+
+    def _become_writer(self, replica: Any) -> None:
+        if self._writer == replica:
+            return
+        # pycrdt fixes the client id at construction, so rebuild the Doc under the writer's id.
+        fresh = pycrdt.Doc(client_id=client_id_for(replica))
+        fresh.apply_update(self._log)
+        self._doc, self._writer = fresh, replica
+
+    @classmethod
+    def _from_update(cls, update: bytes) -> "Document":
+        delta = cls()
+        delta._doc.apply_update(update)
+        delta._log = update
+        return delta
+
+    def merge(self, other: "Document") -> None:
+        if not isinstance(other, Document):
+            raise InvalidInput(f"cannot merge {type(other).__name__} into Document")
+        self._doc.apply_update(other._log)
+        self._log = pycrdt.merge_updates(self._log, other._log)
+
+    def copy(self) -> "Document":
+        return Document._from_update(self._log)
+
+    def fingerprint(self) -> list:
+        """Plain data equal on two replicas iff they hold the same document state."""
+        return [[list(pair) for pair in _state_vector(self._doc)], self.value]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Document):
+            return NotImplemented
+        return self.fingerprint() == other.fingerprint()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        value = self.value
+        return f"Document(fields={len(value['fields'])}, lines={len(value['lines'])})"
+
+    def to_wire(self, *, writer: Any = None) -> list:
+        """``["doc", 1, update_bytes]``: the full Yrs update of this state."""
+        return [self.TAG, self.VERSION, self._log]
+
+    @classmethod
+    def from_wire(cls, obj: Any, *, writer: Any = None) -> "Document":
+        update = wire_header(obj, cls.TAG, cls.VERSION)
+        if not isinstance(update, bytes) or len(update) > MAX_UPDATE_BYTES:
+            raise MalformedWire(f"doc: expected an update of at most {MAX_UPDATE_BYTES} bytes")
+        try:
+            pycrdt.get_state(update)  # decodes the whole update: garbage fails here
+            return cls._from_update(update)
+        except BaseException as exc:  # Yrs reports bad input as ValueError, a Rust panic as BaseException
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise MalformedWire(f"doc: not a valid Yrs update ({exc})") from None

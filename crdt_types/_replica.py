@@ -1,0 +1,293 @@
+"""Replica: the whole replicated state of a node, a map of typed keys to CRDTs.
+
+Local writes happen in transactions. A transaction works on private copies of the keys it
+touches; only when its block ends without an exception are the copies swapped in and its
+deltas, one per key, handed out as a ``DeltaGroup``. A group is applied all-or-nothing on
+every replica: ``merge`` validates every op (key, type, shape) before it changes anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from ._bounded import BoundedCounter
+from ._check import canonical, require_replica, wire_list
+from ._counter import PNCounter
+from ._document import Document
+from ._errors import InvalidInput, MalformedWire
+from ._hlc import Timestamp
+from ._record import Record
+from ._register import LWWRegister
+from ._schema import CRDT_CODES, DEFAULT_SCHEMA, Schema
+
+__all__ = ["DeltaGroup", "Transaction", "Replica", "MergeResult", "MAX_OPS_PER_GROUP", "GROUP_VERSION"]
+
+# A sale with a hundred lines touches ~100 stock keys, a record and a balance.
+MAX_OPS_PER_GROUP = 512
+# Format version of delta groups and replica snapshots (the types' own versions follow it).
+GROUP_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaGroup:
+    """The deltas of one transaction, applied all-or-nothing."""
+
+    hlc: Timestamp
+    writer: Any
+    ops: tuple[tuple[tuple, Any], ...]
+
+    def to_wire(self, *, implicit_writer: bool = True, schema: Schema = DEFAULT_SCHEMA) -> list:
+        """``[version, hlc, [[key, type_code, payload], ...]]``.
+
+        Keys carry their kind as a one-byte code and each op its type as a one-byte code
+        (the schema fixes both; the code is checked on decode). With ``implicit_writer``
+        (inside a feed entry, where the origin is known) the writer's own slots are null
+        instead of repeating its id.
+        """
+        writer = self.writer if implicit_writer else None
+        ops = []
+        for key, delta in self.ops:
+            ops.append([schema.key_to_wire(key), delta.CODE, delta.to_wire(writer=writer)[2]])
+        return [GROUP_VERSION, self.hlc.pack(), ops]
+
+    @classmethod
+    def from_wire(cls, obj: Any, writer: Any, *, schema: Schema = DEFAULT_SCHEMA) -> "DeltaGroup":
+        """Decode and fully validate a group written by ``writer``.
+
+        Raises:
+            MalformedWire: any op is malformed or of the wrong type for its key.
+        """
+        version, packed, raw_ops = wire_list(obj, "delta group", length=3)
+        if version != GROUP_VERSION:
+            raise MalformedWire(f"delta group: unsupported version {version!r}, expected {GROUP_VERSION}")
+        try:
+            writer = require_replica(writer)
+        except InvalidInput as exc:
+            raise MalformedWire(f"delta group writer: {exc}") from None
+        hlc = Timestamp.unpack(packed)
+        ops = []
+        seen = set()
+        for op in wire_list(raw_ops, "delta group ops", max_length=MAX_OPS_PER_GROUP):
+            raw_key, code, payload = wire_list(op, "delta op", length=3)
+            key = schema.key_from_wire(raw_key)
+            crdt = schema.type_of(key)
+            if CRDT_CODES.get(code) is not crdt:
+                raise MalformedWire(f"delta op for {key!r}: type code {code!r} but the key holds {crdt.TAG!r}")
+            if key in seen:
+                raise MalformedWire(f"delta group names key {key!r} twice")
+            seen.add(key)
+            ops.append((key, crdt.from_wire([crdt.TAG, crdt.VERSION, payload], writer=writer)))
+        return cls(hlc, writer, tuple(ops))
+
+
+@dataclass(frozen=True, slots=True)
+class MergeResult:
+    """What a merge applied: the ops, and the keys now holding conflicting records."""
+
+    ops: tuple[tuple[tuple, Any], ...]
+    conflicts: tuple[tuple, ...]
+
+    @property
+    def keys(self) -> tuple[tuple, ...]:
+        return tuple(key for key, _ in self.ops)
+
+
+class Transaction:
+    """Mutators for one local transaction; see ``Replica.transaction``."""
+
+    def __init__(self, replica: "Replica", hlc: Timestamp) -> None:
+        if not isinstance(hlc, Timestamp):
+            raise InvalidInput(f"hlc must be a Timestamp, got {type(hlc).__name__}")
+        self._replica = replica
+        self.hlc = hlc
+        self._work: dict[tuple, Any] = {}
+        self._deltas: dict[tuple, Any] = {}
+        self.delta: DeltaGroup | None = None
+
+    def _target(self, key: tuple, expected: type) -> Any:
+        crdt = self._replica.schema.type_of(key)
+        if crdt is not expected:
+            raise InvalidInput(f"key {key!r} holds a {crdt.__name__}, not a {expected.__name__}")
+        if key not in self._work:
+            if len(self._work) >= MAX_OPS_PER_GROUP:
+                raise InvalidInput(f"a transaction touches at most {MAX_OPS_PER_GROUP} keys")
+            current = self._replica._states.get(key)
+            self._work[key] = current.copy() if current is not None else crdt()
+        return self._work[key]
+
+    def _keep(self, key: tuple, delta: Any) -> Any:
+        previous = self._deltas.get(key)
+        if previous is None:
+            self._deltas[key] = delta
+        else:
+            previous.merge(delta)
+        return delta
+
+    @property
+    def _me(self) -> Any:
+        return self._replica.replica_id
+
+    def add(self, key: tuple, amount: int) -> PNCounter:
+        """PN-counter add (stock): negative to remove."""
+        return self._keep(key, self._target(key, PNCounter).add(self._me, amount))
+
+    def set(self, key: tuple, value: Any) -> LWWRegister:
+        """Register write (price, profile field, setting), stamped with the transaction's HLC."""
+        return self._keep(key, self._target(key, LWWRegister).set(value, self.hlc, self._me))
+
+    def increment(self, key: tuple, amount: int) -> BoundedCounter:
+        return self._keep(key, self._target(key, BoundedCounter).increment(self._me, amount))
+
+    def decrement(self, key: tuple, amount: int) -> BoundedCounter:
+        return self._keep(key, self._target(key, BoundedCounter).decrement(self._me, amount))
+
+    def transfer(self, key: tuple, to_replica: Any, amount: int) -> BoundedCounter:
+        return self._keep(key, self._target(key, BoundedCounter).transfer(self._me, to_replica, amount))
+
+    def record(self, key: tuple, record: Any) -> Record:
+        return self._keep(key, self._target(key, Record).write(record))
+
+    def set_field(self, key: tuple, name: str, value: Any) -> Document:
+        return self._keep(key, self._target(key, Document).set_field(self._me, name, value))
+
+    def add_line(self, key: tuple, line: dict) -> Document:
+        return self._keep(key, self._target(key, Document).add_line(self._me, line))
+
+    def remove_line(self, key: tuple, index: int) -> Document:
+        return self._keep(key, self._target(key, Document).remove_line(self._me, index))
+
+    def rights(self, key: tuple) -> int:
+        """This replica's rights on a bounded counter, as the transaction sees it so far."""
+        return self._target(key, BoundedCounter).rights(self._me)
+
+    def value(self, key: tuple) -> Any:
+        """A key's value as the transaction sees it so far."""
+        if key in self._work:
+            return self._work[key].value
+        return self._replica.value(key)
+
+
+class Replica:
+    """The replicated state of one node.
+
+    Args:
+        replica_id: this node's id (its device number on the wire).
+        schema: the key table; the POS schema by default.
+    """
+
+    def __init__(self, replica_id: Any, *, schema: Schema = DEFAULT_SCHEMA) -> None:
+        self.replica_id = require_replica(replica_id)
+        self.schema = schema
+        self._states: dict[tuple, Any] = {}
+
+    def transaction(self, hlc: Timestamp) -> "_TransactionContext":
+        """``with replica.transaction(hlc) as tx: ...``; afterwards ``tx.delta`` is the group.
+
+        If the block raises, nothing changes and ``tx.delta`` stays None.
+        """
+        return _TransactionContext(self, hlc)
+
+    def merge(self, delta: DeltaGroup) -> MergeResult:
+        """Apply a delta group all-or-nothing.
+
+        Raises:
+            InvalidInput: the group, or any op in it, is invalid; nothing was changed.
+        """
+        if not isinstance(delta, DeltaGroup):
+            raise InvalidInput(f"merge expects a DeltaGroup, got {type(delta).__name__}")
+        type_of = self.schema.type_of
+        ops = delta.ops
+        for key, op in ops:
+            if type(op) is not type_of(key):
+                raise InvalidInput(f"op for {key!r} is a {type(op).__name__}, the key holds {type_of(key).__name__}")
+        states = self._states
+        conflicts = ()
+        for key, op in ops:
+            state = states.get(key)
+            if state is None:
+                states[key] = state = op.copy()
+            else:
+                state.merge(op)
+            if type(state) is Record and state.conflict:
+                conflicts += (key,)
+        return MergeResult(ops, conflicts)
+
+    def value(self, key: tuple) -> Any:
+        """The value at ``key``; the type's empty value when nothing was written."""
+        state = self._states.get(key)
+        if state is None:
+            state = self.schema.type_of(key)()
+        return state.value
+
+    def state(self, key: tuple) -> Any:
+        """A copy of the CRDT at ``key`` (for rights, conflicts, stamps)."""
+        state = self._states.get(key)
+        return state.copy() if state is not None else self.schema.type_of(key)()
+
+    def keys(self) -> Iterator[tuple]:
+        return iter(sorted(self._states, key=canonical))
+
+    def digest(self) -> bytes:
+        """BLAKE2b-256 of the canonical full state: equal iff the states are equal."""
+        h = hashlib.blake2b(digest_size=32, person=b"tillmesh-replica")
+        for key in self.keys():
+            state = self._states[key]
+            if state == type(state)():
+                continue
+            form = state.fingerprint() if isinstance(state, Document) else state.to_wire()
+            h.update(canonical([list(key), form]))
+        return h.digest()
+
+    def to_wire(self) -> list:
+        """Full state (a snapshot): ``[version, [[key, type_code, payload], ...]]``, ids explicit."""
+        schema = self.schema
+        rows = [[schema.key_to_wire(key), self._states[key].CODE, self._states[key].to_wire()[2]] for key in self.keys()]
+        return [GROUP_VERSION, rows]
+
+    @classmethod
+    def from_wire(cls, replica_id: Any, obj: Any, *, schema: Schema = DEFAULT_SCHEMA) -> "Replica":
+        """Restore a snapshot made by ``to_wire``.
+
+        Raises:
+            MalformedWire: the snapshot is not of that shape.
+        """
+        version, rows = wire_list(obj, "replica snapshot", length=2)
+        if version != GROUP_VERSION:
+            raise MalformedWire(f"replica snapshot: unsupported version {version!r}")
+        replica = cls(replica_id, schema=schema)
+        for row in wire_list(rows, "replica snapshot rows"):
+            raw_key, code, payload = wire_list(row, "replica snapshot row", length=3)
+            key = schema.key_from_wire(raw_key)
+            crdt = schema.type_of(key)
+            if CRDT_CODES.get(code) is not crdt or key in replica._states:
+                raise MalformedWire(f"snapshot row for {key!r}: bad type code {code!r} or repeated key")
+            replica._states[key] = crdt.from_wire([crdt.TAG, crdt.VERSION, payload])
+        return replica
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Replica):
+            return NotImplemented
+        return self.digest() == other.digest()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Replica({self.replica_id!r}, keys={len(self._states)})"
+
+
+class _TransactionContext:
+    def __init__(self, replica: Replica, hlc: Timestamp) -> None:
+        self._tx = Transaction(replica, hlc)
+
+    def __enter__(self) -> Transaction:
+        return self._tx
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        tx = self._tx
+        if exc_type is not None:
+            return False
+        tx._replica._states.update(tx._work)
+        tx.delta = DeltaGroup(tx.hlc, tx._replica.replica_id, tuple(tx._deltas.items()))
+        return False
