@@ -174,7 +174,13 @@ class BoundedCounter:
 
     @classmethod
     def from_wire(cls, obj: Any, *, writer: Any = None) -> "BoundedCounter":
-        p_rows, d_rows, t_rows = wire_list(wire_header(obj, cls.TAG, cls.VERSION), "bc state", length=3)
+        """Decode ``[tag, version, payload]``; raises ``MalformedWire`` for anything else."""
+        return cls.from_payload(wire_header(obj, cls.TAG, cls.VERSION), writer=writer)
+
+    @classmethod
+    def from_payload(cls, payload: Any, *, writer: Any = None) -> "BoundedCounter":
+        """Decode the payload alone (inside a delta group the tag and version are implied)."""
+        p_rows, d_rows, t_rows = wire_list(payload, "bc state", length=3)
         counter = cls()
         for rows, slots, name in ((p_rows, counter._p, "P"), (d_rows, counter._d, "D")):
             for row in wire_list(rows, f"bc {name}", max_length=MAX_SLOTS):

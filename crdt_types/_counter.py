@@ -104,7 +104,13 @@ class PNCounter:
 
     @classmethod
     def from_wire(cls, obj: Any, *, writer: Any = None) -> "PNCounter":
-        rows = wire_list(wire_header(obj, cls.TAG, cls.VERSION), "pn slots", max_length=MAX_SLOTS)
+        """Decode ``[tag, version, payload]``; raises ``MalformedWire`` for anything else."""
+        return cls.from_payload(wire_header(obj, cls.TAG, cls.VERSION), writer=writer)
+
+    @classmethod
+    def from_payload(cls, payload: Any, *, writer: Any = None) -> "PNCounter":
+        """Decode the payload alone (inside a delta group the tag and version are implied)."""
+        rows = wire_list(payload, "pn slots", max_length=MAX_SLOTS)
         counter = cls()
         if len(rows) == 2 and not isinstance(rows[0], (list, tuple)):
             counter._slots[wire_replica(None, "pn writer slot", writer)] = (

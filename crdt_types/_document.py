@@ -197,7 +197,13 @@ class Document:
 
     @classmethod
     def from_wire(cls, obj: Any, *, writer: Any = None) -> "Document":
-        update = wire_header(obj, cls.TAG, cls.VERSION)
+        """Decode ``[tag, version, payload]``; raises ``MalformedWire`` for anything else."""
+        return cls.from_payload(wire_header(obj, cls.TAG, cls.VERSION), writer=writer)
+
+    @classmethod
+    def from_payload(cls, payload: Any, *, writer: Any = None) -> "Document":
+        """Decode the payload alone (inside a delta group the tag and version are implied)."""
+        update = payload
         if not isinstance(update, bytes) or len(update) > MAX_UPDATE_BYTES:
             raise MalformedWire(f"doc: expected an update of at most {MAX_UPDATE_BYTES} bytes")
         try:

@@ -95,7 +95,13 @@ class Record:
 
     @classmethod
     def from_wire(cls, obj: Any, *, writer: Any = None) -> "Record":
-        items = wire_list(wire_header(obj, cls.TAG, cls.VERSION), "rec candidates", max_length=MAX_CANDIDATES)
+        """Decode ``[tag, version, payload]``; raises ``MalformedWire`` for anything else."""
+        return cls.from_payload(wire_header(obj, cls.TAG, cls.VERSION), writer=writer)
+
+    @classmethod
+    def from_payload(cls, payload: Any, *, writer: Any = None) -> "Record":
+        """Decode the payload alone (inside a delta group the tag and version are implied)."""
+        items = wire_list(payload, "rec candidates", max_length=MAX_CANDIDATES)
         record = cls()
         for item in items:
             try:

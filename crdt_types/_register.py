@@ -95,7 +95,13 @@ class LWWRegister:
 
     @classmethod
     def from_wire(cls, obj: Any, *, writer: Any = None) -> "LWWRegister":
-        body = wire_header(obj, cls.TAG, cls.VERSION)
+        """Decode ``[tag, version, payload]``; raises ``MalformedWire`` for anything else."""
+        return cls.from_payload(wire_header(obj, cls.TAG, cls.VERSION), writer=writer)
+
+    @classmethod
+    def from_payload(cls, payload: Any, *, writer: Any = None) -> "LWWRegister":
+        """Decode the payload alone (inside a delta group the tag and version are implied)."""
+        body = payload
         if body is None:
             return cls()
         packed, replica, value = wire_list(body, "lww state", length=3)

@@ -78,7 +78,7 @@ class DeltaGroup:
             if key in seen:
                 raise MalformedWire(f"delta group names key {key!r} twice")
             seen.add(key)
-            ops.append((key, crdt.from_wire([crdt.TAG, crdt.VERSION, payload], writer=writer)))
+            ops.append((key, crdt.from_payload(payload, writer=writer)))
         return cls(hlc, writer, tuple(ops))
 
 
@@ -263,7 +263,7 @@ class Replica:
             crdt = schema.type_of(key)
             if CRDT_CODES.get(code) is not crdt or key in replica._states:
                 raise MalformedWire(f"snapshot row for {key!r}: bad type code {code!r} or repeated key")
-            replica._states[key] = crdt.from_wire([crdt.TAG, crdt.VERSION, payload])
+            replica._states[key] = crdt.from_payload(payload)
         return replica
 
     def __eq__(self, other: object) -> bool:

@@ -1,0 +1,150 @@
+"""Crypto benchmark: sealed feed entries against the primitives they are built from.
+
+Prints one JSON object. In the same run it measures entries sealed+signed per second and
+verified+opened per second (1-op and 10-op entries), the raw primitive rates that bound
+them (Ed25519 sign and verify, XChaCha20-Poly1305 open, BLAKE2b-256 of an entry), and full
+Noise XXpsk3 handshakes per second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import time
+
+import nacl.signing
+from nacl import bindings as sodium
+
+from crdt_types import Replica, Timestamp
+from gossip import (
+    Authority,
+    DeviceKey,
+    Entry,
+    Feeds,
+    HandshakeState,
+    MemoryFeedStore,
+    import_token,
+)
+from gossip._identity import verify_signature
+
+NOW_MS = 1_800_000_000_000
+
+
+def rate(count: int, fn, repeat: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(count):
+            fn()
+        best = min(best, time.perf_counter() - start)
+    return round(count / best)
+
+
+def member(seed: int):
+    rb = random.Random(seed).randbytes
+    authority = Authority.create(rb, NOW_MS)
+    device = DeviceKey.generate(rb)
+    cert = authority.enroll(device.public, name="till-1", branch="central", roles=["cashier"], now_ms=NOW_MS)
+    keyring, _, feed = import_token(authority.token(cert.number), device)
+    return keyring, feed, rb
+
+
+def groups(number: int, ops: int, count: int):
+    replica = Replica(number)
+    out = []
+    for i in range(count):
+        with replica.transaction(Timestamp(NOW_MS + i)) as tx:
+            for j in range(ops):
+                tx.add(("stock", "central", f"sku-{(i * ops + j) % 5000:05d}"), -1)
+        out.append(tx.delta)
+    return out
+
+
+def bench_entries(ops: int, count: int) -> dict:
+    keyring, feed, rb = member(ops)
+    writer = Feeds(keyring, MemoryFeedStore())
+    for entry in feed:
+        writer.ingest(entry.encode(), NOW_MS)
+    pending = groups(keyring.number, ops, count)
+    start = time.perf_counter()
+    entries = [writer.append_local(g, random_bytes=rb, now_ms=NOW_MS).encode() for g in pending]
+    seal_rate = count / (time.perf_counter() - start)
+
+    reader = Feeds(keyring, MemoryFeedStore())
+    signing_key = keyring.signing_key_of(keyring.number)
+
+    def verify_and_open_all() -> float:
+        start = time.perf_counter()
+        for data in entries:
+            entry = Entry.decode(data)
+            verify_signature(signing_key, entry.signed_bytes(), entry.signature, "bench")
+            reader.open(entry)
+        return time.perf_counter() - start
+
+    best = min(verify_and_open_all() for _ in range(3))
+    return {
+        "ops_per_entry": ops,
+        "entry_bytes": len(entries[0]),
+        "sealed_signed_per_s": round(seal_rate),
+        "verified_opened_per_s": round(count / best),
+    }
+
+
+def bench_primitives(count: int) -> dict:
+    key = nacl.signing.SigningKey(bytes(range(32)))
+    message = bytes(400)
+    signed = key.sign(message)
+    verify = key.verify_key.verify
+    aead_key, nonce, ad = bytes(32), bytes(24), bytes(60)
+    ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(message, ad, nonce, aead_key)
+    return {
+        "ed25519_sign_per_s": rate(count, lambda: key.sign(message)),
+        "ed25519_verify_per_s": rate(count, lambda: verify(signed)),
+        "xchacha20poly1305_open_per_s": rate(count, lambda: sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, ad, nonce, aead_key)),
+        "blake2b_256_per_s": rate(count, lambda: hashlib.blake2b(message, digest_size=32).digest()),
+        "message_bytes": len(message),
+    }
+
+
+def bench_handshakes(count: int) -> dict:
+    rb = random.Random(7).randbytes
+    psk = rb(32)
+    a, b = DeviceKey.generate(rb), DeviceKey.generate(rb)
+
+    def handshake() -> None:
+        i = HandshakeState(initiator=True, prologue=b"tillmesh/v1", s=a.x25519_private, psks=[psk], random_bytes=rb)
+        r = HandshakeState(initiator=False, prologue=b"tillmesh/v1", s=b.x25519_private, psks=[psk], random_bytes=rb)
+        r.read_message(i.write_message())
+        i.read_message(r.write_message())
+        r.read_message(i.write_message())
+        i.split(), r.split()
+
+    return {"handshakes_per_s": rate(count, handshake)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args()
+    n = 200 if args.quick else 2_000
+    one, ten = bench_entries(1, n), bench_entries(10, n)
+    primitives = bench_primitives(n * 5)
+    handshakes = bench_handshakes(n // 10)
+    print(json.dumps({
+        "benchmark": "crypto",
+        "entries_1op": one,
+        "entries_10op": ten,
+        "primitives": primitives,
+        "handshakes": handshakes,
+        "ratios": {
+            "open_10op_vs_ed25519_verify": round(ten["verified_opened_per_s"] / primitives["ed25519_verify_per_s"], 3),
+            "open_1op_vs_ed25519_verify": round(one["verified_opened_per_s"] / primitives["ed25519_verify_per_s"], 3),
+        },
+        "goals": {"open_10op_vs_ed25519_verify": ">= 0.5"},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

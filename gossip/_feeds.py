@@ -1,0 +1,166 @@
+"""Taking entries in: verify, detect forks, store; and writing one's own entries.
+
+``Feeds`` couples a keyring and a FeedStore. ``ingest`` is what every node does with an
+entry from a peer, in this order, so that nothing unverified is ever stored:
+
+1. shape and size (``Entry.decode``), quarantine;
+2. the signature, under the origin's certified key (or the authority's for origin 0);
+3. revocation cutoff and certificate expiry;
+4. position: a copy of an entry we hold is a no-op; a *different* validly signed entry at
+   a seq we hold is a fork, which quarantines the origin and raises ``ForkDetected`` with
+   both entries as evidence (Hypercore and Scuttlebutt do the same); a seq beyond the head
+   is a gap; a prev_hash that is not our head's hash is a broken chain;
+5. for members, the body must open under an epoch key we hold and decode to a valid
+   delta group (a relay skips this: it cannot read bodies, by design);
+6. store; control records of the authority feed are applied to the keyring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from crdt_types import DeltaGroup, InvalidInput, MalformedWire
+
+from ._codec import canonical, decode
+from ._entry import ENTRY_VERSION, GENESIS_HASH, MAX_ENTRY_BYTES, Entry, open_body, seal
+from ._errors import (
+    ChainBroken,
+    EpochUnavailable,
+    ForkDetected,
+    MalformedData,
+    Quarantined,
+    SeqGap,
+)
+from ._identity import AUTHORITY_NUMBER, RandomBytes, _random, verify_signature
+from ._keyring import Keyring
+from ._store import FeedStore
+
+__all__ = ["Feeds", "Ingested", "verify_authority_feed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Ingested:
+    """The result of ``Feeds.ingest``: the entry, whether it was new, and its opened group."""
+
+    entry: Entry
+    new: bool
+    group: DeltaGroup | None = None
+
+
+class Feeds:
+    """Verified feeds of one node.
+
+    Args:
+        keyring: this node's keyring (a relay's holds no epoch keys).
+        store: where verified entries are kept.
+    """
+
+    def __init__(self, keyring: Keyring, store: FeedStore) -> None:
+        self.keyring = keyring
+        self.store = store
+
+    def ingest(self, data: bytes, now_ms: int) -> Ingested:
+        """Verify and store one encoded entry.
+
+        Raises:
+            MalformedData, BadSignature, UnknownOrigin, Revoked, CertificateExpired,
+            SeqGap, ChainBroken, ForkDetected, Quarantined, EpochUnavailable,
+            DecryptionError: the entry was refused and nothing was stored.
+        """
+        entry = Entry.decode(data)
+        data = bytes(data)
+        if entry.origin in self.store.quarantined():
+            raise Quarantined(f"device {entry.origin} is quarantined after a fork")
+        verify_signature(self.keyring.signing_key_of(entry.origin), entry.signed_bytes(), entry.signature,
+                         f"entry {entry.origin}/{entry.seq}")
+        self.keyring.check_origin(entry.origin, entry.seq, now_ms)
+        head = self.store.head(entry.origin)
+        head_seq = head.seq if head else 0
+        if entry.seq <= head_seq:
+            held = self.store.get(entry.origin, entry.seq)
+            if held == data:
+                return Ingested(entry, False)
+            self.store.quarantine(entry.origin, (held, data))
+            raise ForkDetected(f"device {entry.origin} signed two different entries at seq {entry.seq}",
+                               origin=entry.origin, seq=entry.seq, evidence=(held, data))
+        if entry.seq > head_seq + 1:
+            raise SeqGap(f"feed {entry.origin}: got seq {entry.seq}, expected {head_seq + 1}")
+        if entry.prev_hash != (head.hash if head else GENESIS_HASH):
+            raise ChainBroken(f"feed {entry.origin}: seq {entry.seq} does not chain to our seq {head_seq}")
+        group = None
+        if entry.origin == AUTHORITY_NUMBER:
+            self.keyring.apply_control_entry(entry)
+        elif self.keyring.device is not None and not _is_relay(self.keyring):
+            group = self.open(entry)
+        self.store.append(entry.origin, entry.seq, entry.hash, data)
+        return Ingested(entry, True, group)
+
+    def open(self, entry: Entry) -> DeltaGroup:
+        """Decrypt and decode a member entry's delta group.
+
+        Raises:
+            EpochUnavailable: this keyring holds no key for the entry's epoch.
+            DecryptionError: the body does not open.
+            MalformedData: the plaintext is not a valid delta group.
+        """
+        if entry.epoch is None:
+            raise MalformedData(f"entry {entry.origin}/{entry.seq}: device entries must be sealed")
+        key = self.keyring.epoch_key(entry.epoch)
+        if key is None:
+            raise EpochUnavailable(f"entry {entry.origin}/{entry.seq} is sealed under epoch {entry.epoch}, "
+                                   "which this device does not hold")
+        # The plaintext is authenticated by the AEAD tag, so its encoding cannot be malleated.
+        payload = decode(open_body(entry, key), limit=MAX_ENTRY_BYTES, what="entry payload", require_canonical=False)
+        try:
+            return DeltaGroup.from_wire(payload, entry.origin)
+        except (MalformedWire, InvalidInput) as exc:
+            raise MalformedData(f"entry {entry.origin}/{entry.seq}: {exc}") from None
+
+    def append_local(self, group: DeltaGroup, *, deps: dict[int, int] | None = None,
+                     random_bytes: RandomBytes, now_ms: int) -> Entry:
+        """Seal, sign and store this device's next entry carrying ``group``.
+
+        Raises:
+            InvalidInput: this keyring cannot write (no device key, or not a member), or
+                the group is not this device's, or the entry would be too large.
+        """
+        keyring = self.keyring
+        if keyring.device is None or keyring.number is None or not keyring.is_member:
+            raise InvalidInput("only an enrolled member with the current epoch key can write entries")
+        if group.writer != keyring.number:
+            raise InvalidInput(f"delta group written by {group.writer!r}, this device is {keyring.number}")
+        head = self.store.head(keyring.number)
+        seq = (head.seq if head else 0) + 1
+        prev = head.hash if head else GENESIS_HASH
+        dep_pairs = tuple(sorted((o, s) for o, s in (deps or {}).items() if o != keyring.number))
+        epoch = keyring.current_epoch
+        header = [ENTRY_VERSION, keyring.number, seq, prev, epoch, [list(d) for d in dep_pairs]]
+        body = seal(canonical(group.to_wire()), header, keyring.epoch_key(epoch), _random(random_bytes, 24))
+        unsigned = Entry(keyring.number, seq, prev, epoch, dep_pairs, body, bytes(64))
+        entry = Entry(keyring.number, seq, prev, epoch, dep_pairs, body, keyring.device.sign(unsigned.signed_bytes()))
+        encoded = entry.encode()
+        if len(encoded) > MAX_ENTRY_BYTES:
+            raise InvalidInput(f"entry would be {len(encoded)} bytes, the limit is {MAX_ENTRY_BYTES}; split the transaction")
+        self.ingest(encoded, now_ms)
+        return entry
+
+
+def _is_relay(keyring: Keyring) -> bool:
+    cert = keyring.certificate
+    return cert is None or cert.is_relay
+
+
+def verify_authority_feed(keyring: Keyring, feed: list[Any]) -> list[Entry]:
+    """Verify an authority feed (a list of encoded entries) from seq 1 and apply it to ``keyring``."""
+    entries = []
+    prev = GENESIS_HASH
+    for seq, data in enumerate(feed, start=1):
+        entry = Entry.decode(data)
+        if entry.origin != AUTHORITY_NUMBER or entry.seq != seq or entry.prev_hash != prev:
+            raise MalformedData(f"authority feed: entry {seq} is out of place")
+        verify_signature(keyring.authority_key, entry.signed_bytes(), entry.signature, f"authority entry {seq}")
+        keyring.apply_control_entry(entry)
+        prev = entry.hash
+        entries.append(entry)
+    return entries
