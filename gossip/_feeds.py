@@ -23,7 +23,7 @@ from typing import Any
 from crdt_types import DeltaGroup, InvalidInput, MalformedWire
 
 from ._codec import canonical, decode
-from ._entry import ENTRY_VERSION, GENESIS_HASH, MAX_ENTRY_BYTES, Entry, open_body, seal
+from ._entry import ENTRY_VERSION, GENESIS_HASH, MAX_DEPS, MAX_ENTRY_BYTES, MAX_SEQ, Entry, open_body, seal
 from ._errors import (
     ChainBroken,
     EpochUnavailable,
@@ -32,7 +32,7 @@ from ._errors import (
     Quarantined,
     SeqGap,
 )
-from ._identity import AUTHORITY_NUMBER, RandomBytes, _random, verify_signature
+from ._identity import AUTHORITY_NUMBER, MAX_DEVICE_NUMBER, RandomBytes, _random, verify_signature
 from ._keyring import Keyring
 from ._store import FeedStore
 
@@ -72,9 +72,11 @@ class Feeds:
         data = bytes(data)
         if entry.origin in self.store.quarantined():
             raise Quarantined(f"device {entry.origin} is quarantined after a fork")
+        if (entry.epoch is None) != (entry.origin == AUTHORITY_NUMBER):
+            raise MalformedData(f"entry {entry.origin}/{entry.seq}: device entries are sealed, "
+                                "authority entries are not")
         verify_signature(self.keyring.signing_key_of(entry.origin), entry.signed_bytes(), entry.signature,
                          f"entry {entry.origin}/{entry.seq}")
-        self.keyring.check_origin(entry.origin, entry.seq, now_ms)
         head = self.store.head(entry.origin)
         head_seq = head.seq if head else 0
         if entry.seq <= head_seq:
@@ -84,6 +86,7 @@ class Feeds:
             self.store.quarantine(entry.origin, (held, data))
             raise ForkDetected(f"device {entry.origin} signed two different entries at seq {entry.seq}",
                                origin=entry.origin, seq=entry.seq, evidence=(held, data))
+        self.keyring.check_origin(entry.origin, entry.seq, now_ms)
         if entry.seq > head_seq + 1:
             raise SeqGap(f"feed {entry.origin}: got seq {entry.seq}, expected {head_seq + 1}")
         if entry.prev_hash != (head.hash if head else GENESIS_HASH):
@@ -133,7 +136,7 @@ class Feeds:
         head = self.store.head(keyring.number)
         seq = (head.seq if head else 0) + 1
         prev = head.hash if head else GENESIS_HASH
-        dep_pairs = tuple(sorted((o, s) for o, s in (deps or {}).items() if o != keyring.number))
+        dep_pairs = _check_deps(deps or {}, keyring.number)
         epoch = keyring.current_epoch
         header = [ENTRY_VERSION, keyring.number, seq, prev, epoch, [list(d) for d in dep_pairs]]
         body = seal(canonical(group.to_wire()), header, keyring.epoch_key(epoch), _random(random_bytes, 24))
@@ -144,6 +147,16 @@ class Feeds:
             raise InvalidInput(f"entry would be {len(encoded)} bytes, the limit is {MAX_ENTRY_BYTES}; split the transaction")
         self.ingest(encoded, now_ms)
         return entry
+
+
+def _check_deps(deps: Any, own: int) -> tuple[tuple[int, int], ...]:
+    if not isinstance(deps, dict) or len(deps) > MAX_DEPS:
+        raise InvalidInput(f"deps must be a dict of at most {MAX_DEPS} origin -> seq")
+    for origin, seq in deps.items():
+        for value, low, high in ((origin, 0, MAX_DEVICE_NUMBER), (seq, 1, MAX_SEQ)):
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise InvalidInput(f"bad dependency {origin!r}: {seq!r}; expected device number -> seq >= 1")
+    return tuple(sorted((o, s) for o, s in deps.items() if o != own))
 
 
 def _is_relay(keyring: Keyring) -> bool:

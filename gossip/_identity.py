@@ -180,7 +180,8 @@ class Certificate(_Signed):
         _bytes(self.device_key, 32, "device key")
         _text(self.name, "device name")
         _text(self.branch, "branch")
-        if not isinstance(self.roles, tuple) or not self.roles or not set(self.roles) <= ROLES:
+        if (not isinstance(self.roles, tuple) or not self.roles
+                or not all(isinstance(role, str) for role in self.roles) or not set(self.roles) <= ROLES):
             raise InvalidInput(f"roles must be a non-empty tuple drawn from {sorted(ROLES)}, got {self.roles!r}")
         if list(self.roles) != sorted(set(self.roles)):
             object.__setattr__(self, "roles", tuple(sorted(set(self.roles))))

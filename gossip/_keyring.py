@@ -211,7 +211,10 @@ class Authority:
         cert = Certificate(self.network_id, number, device_key, name, branch, tuple(roles), now_ms, expires_ms)
         self._publish(cert)
         if not cert.is_relay:
-            self._grant(self.current_epoch, self.keyring.certificates[number])
+            # Every epoch, not just the current one: the new till must read feeds written
+            # before the last roll too, or it could never catch up on them.
+            for epoch in sorted(self._epoch_data_keys):
+                self._grant(epoch, self.keyring.certificates[number])
         return self.keyring.certificates[number]
 
     def revoke(self, number: int, last_valid_seq: int, now_ms: int) -> int:
