@@ -16,14 +16,16 @@ Only replica i writes P[i], D[i] and T[i, *], and it refuses a decrement or tran
 its own rights. All entries only grow, so merge is a pointwise maximum.
 
 Why no replica can ever show a negative value: every delta that spends rights (a
-decrement or a transfer) carries, besides the slot it changes, the spender's whole
-*positive side* as the spender saw it: P[i] and every T[j, i]. A replica that merges such a
-delta therefore holds at least the income that justified the spending, whatever else it
-has or has not received, so rights(i) >= 0 for every i on every replica and the value,
-their sum, is never negative. This holds under any delivery order, which is stronger than
-the causal delivery DESIGN.md asks the engine to provide for these keys (and the engine
-still provides it). The price is a few more slots per spending delta, bounded by the
-number of replicas that ever sent rights to the spender.
+decrement or a transfer) carries, besides the slot it changes, every increment total P[*]
+the spender knows and the transfers T[*, spender] it received. Each unit ever spent is
+backed by a distinct unit of some increment, and the spender knew that increment when it
+spent (it reached the spender inside the grant that moved the rights, which carried the
+same information). So a replica that merges a spending delta also holds the increments that
+back it, whatever else it has or has not received: sum(P) >= sum(D), the value is never
+negative. This holds under any delivery order, which is stronger than the causal delivery
+DESIGN.md asks the engine to provide for these keys (the engine still provides it, and
+under causal delivery each replica's own rights are never negative either). The price is
+a few more slots per spending delta: one per replica that ever incremented the key.
 """
 
 from __future__ import annotations
@@ -75,6 +77,10 @@ class BoundedCounter:
                 outgo += amount
         return income - outgo
 
+    def rows(self) -> tuple[dict[Any, int], dict[Any, int], dict[tuple[Any, Any], int]]:
+        """Copies of (P, D, T): increments and decrements per replica, transfers per pair."""
+        return dict(self._p), dict(self._d), dict(self._t)
+
     def holders(self) -> dict[Any, int]:
         """Every replica with non-zero rights, and its rights."""
         replicas = set(self._p) | set(self._d) | {r for pair in self._t for r in pair}
@@ -99,7 +105,7 @@ class BoundedCounter:
         replica = require_replica(replica)
         amount = require_amount("amount", amount)
         self._require_rights(replica, amount, "decrement")
-        self._d[replica] = self._d.get(replica, 0) + amount
+        self._d[replica] = require_int("decrement total", self._d.get(replica, 0) + amount)
         delta = self._positive_side(replica)
         delta._d[replica] = self._d[replica]
         return delta
@@ -115,7 +121,7 @@ class BoundedCounter:
             raise InvalidInput(f"cannot transfer rights from {src!r} to itself")
         amount = require_amount("amount", amount)
         self._require_rights(src, amount, "transfer")
-        self._t[(src, dst)] = self._t.get((src, dst), 0) + amount
+        self._t[(src, dst)] = require_int("transfer total", self._t.get((src, dst), 0) + amount)
         delta = self._positive_side(src)
         delta._t[(src, dst)] = self._t[(src, dst)]
         return delta
@@ -132,8 +138,7 @@ class BoundedCounter:
 
     def _positive_side(self, replica: Any) -> "BoundedCounter":
         delta = BoundedCounter()
-        if replica in self._p:
-            delta._p[replica] = self._p[replica]
+        delta._p = dict(self._p)
         for pair, amount in self._t.items():
             if pair[1] == replica:
                 delta._t[pair] = amount
@@ -188,11 +193,11 @@ class BoundedCounter:
                 replica = wire_replica(r, f"bc {name} replica", writer)
                 if replica in slots:
                     raise MalformedWire(f"bc: replica {replica!r} appears twice in {name}")
-                slots[replica] = wire_int(v, f"bc {name} total")
+                slots[replica] = wire_int(v, f"bc {name} total", minimum=1)  # a zero slot is never written
         for row in wire_list(t_rows, "bc T", max_length=MAX_SLOTS):
             s, d, v = wire_list(row, "bc T slot", length=3)
             pair = (wire_replica(s, "bc T source", writer), wire_replica(d, "bc T target", writer))
             if pair[0] == pair[1] or pair in counter._t:
                 raise MalformedWire(f"bc: bad or repeated transfer slot {pair!r}")
-            counter._t[pair] = wire_int(v, "bc T total")
+            counter._t[pair] = wire_int(v, "bc T total", minimum=1)
         return counter

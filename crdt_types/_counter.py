@@ -43,6 +43,10 @@ class PNCounter:
     def value(self) -> int:
         return sum(p - n for p, n in self._slots.values())
 
+    def rows(self) -> dict[Any, tuple[int, int]]:
+        """replica -> (p, n), a copy."""
+        return dict(self._slots)
+
     def add(self, replica: Any, amount: int) -> "PNCounter":
         """Add ``amount`` (non-zero, negative to remove) on behalf of ``replica``.
 
@@ -113,8 +117,10 @@ class PNCounter:
         rows = wire_list(payload, "pn slots", max_length=MAX_SLOTS)
         counter = cls()
         if len(rows) == 2 and not isinstance(rows[0], (list, tuple)):
-            counter._slots[wire_replica(None, "pn writer slot", writer)] = (
-                wire_int(rows[0], "pn p"), wire_int(rows[1], "pn n"))
+            slot = (wire_int(rows[0], "pn p"), wire_int(rows[1], "pn n"))
+            if slot == (0, 0):
+                raise MalformedWire("pn: a slot of (0, 0) is never written")
+            counter._slots[wire_replica(None, "pn writer slot", writer)] = slot
             return counter
         for row in rows:
             r, p, n = wire_list(row, "pn slot", length=3)
@@ -122,4 +128,6 @@ class PNCounter:
             if replica in counter._slots:
                 raise MalformedWire(f"pn: replica {replica!r} appears twice")
             counter._slots[replica] = (wire_int(p, "pn p"), wire_int(n, "pn n"))
+            if counter._slots[replica] == (0, 0):
+                raise MalformedWire("pn: a slot of (0, 0) is never written")
         return counter

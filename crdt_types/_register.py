@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import cbor2
+
 from ._check import (
     canonical,
     encode_replica,
@@ -40,6 +42,9 @@ class LWWRegister:
 
     @property
     def value(self) -> Any:
+        """The winning value; lists and maps come back as copies the caller may change."""
+        if isinstance(self._value, (list, dict)):
+            return cbor2.loads(self._rank[2])
         return self._value
 
     @property

@@ -182,12 +182,14 @@ class Replica:
         self.schema = schema
         self._states: dict[tuple, Any] = {}
 
-    def transaction(self, hlc: Timestamp) -> "_TransactionContext":
+    def transaction(self, hlc: Timestamp, *, apply: bool = True) -> "_TransactionContext":
         """``with replica.transaction(hlc) as tx: ...``; afterwards ``tx.delta`` is the group.
 
-        If the block raises, nothing changes and ``tx.delta`` stays None.
+        If the block raises, nothing changes and ``tx.delta`` stays None. With
+        ``apply=False`` the replica is left untouched even on success: the caller makes the
+        group durable first and then merges it (merging a group equals applying it).
         """
-        return _TransactionContext(self, hlc)
+        return _TransactionContext(self, hlc, apply)
 
     def merge(self, delta: DeltaGroup) -> MergeResult:
         """Apply a delta group all-or-nothing.
@@ -278,8 +280,9 @@ class Replica:
 
 
 class _TransactionContext:
-    def __init__(self, replica: Replica, hlc: Timestamp) -> None:
+    def __init__(self, replica: Replica, hlc: Timestamp, apply: bool) -> None:
         self._tx = Transaction(replica, hlc)
+        self._apply = apply
 
     def __enter__(self) -> Transaction:
         return self._tx
@@ -288,6 +291,7 @@ class _TransactionContext:
         tx = self._tx
         if exc_type is not None:
             return False
-        tx._replica._states.update(tx._work)
+        if self._apply:
+            tx._replica._states.update(tx._work)
         tx.delta = DeltaGroup(tx.hlc, tx._replica.replica_id, tuple(tx._deltas.items()))
         return False

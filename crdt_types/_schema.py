@@ -110,4 +110,6 @@ DEFAULT_SCHEMA = Schema([
     KeyRule("order", 5, 2, Document, description="(order, order_id): shared open order"),
     KeyRule("reserve", 6, 3, BoundedCounter, description="(reserve, branch, sku): reservable stock"),
     KeyRule("setting", 7, 2, LWWRegister, description="(setting, name): shop settings"),
+    KeyRule("rights", 8, 3, LWWRegister,
+            description="(rights, member_id, device): balance rights a device asks others to transfer to it"),
 ])

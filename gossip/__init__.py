@@ -4,6 +4,26 @@ Nothing here opens a socket, reads a clock or draws randomness: ``now`` and a ra
 source are passed in, storage is an injected ``FeedStore``.
 """
 
+from ._channel import (
+    HANDSHAKE_TIMEOUT_MS,
+    MAX_BUFFERED_BYTES,
+    MAX_FRAME_BYTES,
+    BufferOverflow,
+    ChannelClosed,
+    ChannelEstablished,
+    ChannelNotEstablished,
+    ChannelState,
+    ClosedChannelError,
+    ConnectionLost,
+    FrameReceived,
+    FrameTooLarge,
+    HandshakeTimeout,
+    OutgoingFrameTooLarge,
+    PeerKeyMismatch,
+    SecureChannel,
+    UnexpectedMessage,
+)
+from ._engine import MAX_OPENED_CACHE, MAX_PEERS, AckState, Alert, AppliedChange, Engine, EngineConfig, Unauthorized, seeded
 from ._entry import ENTRY_VERSION, GENESIS_HASH, MAX_DEPS, MAX_ENTRY_BYTES, Entry
 from ._errors import (
     BadSignature,
@@ -47,9 +67,33 @@ from ._noise import (
     SymmetricState,
     TransportCipher,
 )
+from ._loopback import Loopback
+from ._policy import ALLOW_ALL, Policy, Rule, income_is_known, writes_only_own_slots
+from ._session import (
+    MAX_BATCH_BYTES,
+    MAX_BATCH_ENTRIES,
+    MAX_HAVE_ORIGINS,
+    TRANSITIONS,
+    WINDOW_BYTES,
+    Frame,
+    Session,
+    SessionProtocolError,
+    SessionState,
+    SessionStats,
+    parse_frame,
+)
 from ._store import MAX_READ, FeedStore, Head, MemoryFeedStore
 
 __all__ = [
+    "ALLOW_ALL", "AckState", "Alert", "AppliedChange", "BufferOverflow", "ChannelClosed",
+    "ChannelEstablished", "ChannelNotEstablished", "ChannelState", "ClosedChannelError",
+    "ConnectionLost", "Engine", "EngineConfig", "Frame", "FrameReceived", "FrameTooLarge",
+    "HANDSHAKE_TIMEOUT_MS", "HandshakeTimeout", "Loopback", "MAX_BATCH_BYTES", "MAX_BATCH_ENTRIES",
+    "MAX_BUFFERED_BYTES", "MAX_FRAME_BYTES", "MAX_HAVE_ORIGINS", "MAX_OPENED_CACHE", "MAX_PEERS",
+    "OutgoingFrameTooLarge", "PeerKeyMismatch", "Policy", "Rule", "SecureChannel", "Session",
+    "SessionProtocolError", "SessionState", "SessionStats", "TRANSITIONS", "Unauthorized",
+    "UnexpectedMessage", "WINDOW_BYTES", "income_is_known", "parse_frame", "seeded",
+    "writes_only_own_slots",
     "AUTHORITY_NUMBER", "Authority", "BadSignature", "Certificate", "CertificateError",
     "CertificateExpired", "ChainBroken", "CipherState", "DecryptionError", "DecryptionFailed",
     "DeviceKey", "ENTRY_VERSION", "Entry", "EpochKeyGrant", "EpochUnavailable", "FeedStore",

@@ -42,7 +42,10 @@ def decode(data: Any, *, limit: int, what: str, require_canonical: bool = True) 
     Canonical form is required of anything hashed or signed as received (entries, records,
     tokens): a second encoding of the same value would otherwise be a second, "different"
     entry that a relay could forge without any key. Nesting depth is bounded by cbor2's own
-    recursion guard here and by the value validators of crdt_types afterwards.
+    recursion guard here and by the value validators of crdt_types afterwards. Semantic tags
+    cbor2 does not know are refused here; those it knows (sets, datetimes, bignums) decode to
+    Python types that every shape check downstream refuses, since all of them expect plain
+    lists, maps, ints, strings and bytes.
 
     Raises:
         MalformedData: not bytes, over the limit, trailing bytes, non-canonical, or not CBOR.
