@@ -27,6 +27,7 @@ test: $(VENV)/.installed-test
 bench: $(VENV)/.installed
 	$(BIN)/python bench/crdt.py
 	$(BIN)/python bench/crypto.py
+	$(BIN)/python bench/sync.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis results

@@ -93,8 +93,13 @@ class EngineConfig:
     full_have_every: int = 6  # every Nth periodic have carries the whole vector
     ping_interval_ms: int = 15_000  # ping a quiet peer after this long
     ping_timeout_ms: int = 45_000  # close a peer silent for this long
-    forward_eagerly: bool = True  # push entries from others on arrival, not only at anti-entropy
+    # Push other devices' entries on arrival, not only in answer to a have. None: relays do
+    # (they are the hubs between branches), members do not (on a LAN every device hears the
+    # origin itself, and forwarding there mostly sends duplicates).
+    forward_eagerly: bool | None = None
     prompt_acks: bool = True  # answer a peer's own new entries with a have at once (ack state)
+    push_delay_ms: int = 0  # coalesce pushes for this long (0: push at once, as a LAN wants)
+    have_jitter: bool = True  # spread periodic haves over the interval so peers do not all answer at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +166,8 @@ class Engine:
         self.number = keyring.number
         self.is_member = keyring.is_member and not (keyring.certificate and keyring.certificate.is_relay)
         self.replica: Replica | None = Replica(keyring.number) if self.is_member else None
+        eager = config.forward_eagerly
+        self._forward_eagerly = (not self.is_member) if eager is None else eager
         self._sessions: dict[Any, Session] = {}
         self._to_close: list[Any] = []
         self._alerts: list[Alert] = []
@@ -224,10 +231,13 @@ class Engine:
                 session.ping_counter += 1
                 session.ping_sent_ms = now_ms
                 self._send(session, ["ping", session.ping_counter])
+            if session.push_due_ms is not None and now_ms >= session.push_due_ms:
+                session.push_due_ms = None
+                self._stream(session)
             if now_ms >= session.next_have_ms:
                 session.haves_sent += 1
                 self._send_have(session, full=session.haves_sent % self.config.full_have_every == 0)
-                session.next_have_ms = now_ms + self.config.have_interval_ms
+                session.next_have_ms = now_ms + self._have_interval()
                 self._stream(session)
 
     def commit(self, build: Callable[[Any], None], now_ms: int) -> DeltaGroup:
@@ -304,6 +314,8 @@ class Engine:
                 deadlines.append(channel_deadline)
             if session.state is SessionState.LIVE:
                 deadlines.append(session.next_have_ms)
+                if session.push_due_ms is not None:
+                    deadlines.append(session.push_due_ms)
                 if session.ping_sent_ms is None:
                     deadlines.append(session.last_heard_ms + self.config.ping_interval_ms)
                 deadlines.append(session.last_heard_ms + self.config.ping_timeout_ms)
@@ -372,7 +384,7 @@ class Engine:
         session.is_relay = cert.is_relay
         if cert.is_relay:
             self._relays.add(cert.number)
-        session.next_have_ms = now_ms + self.config.have_interval_ms
+        session.next_have_ms = now_ms + self._have_interval()
         self._send_have(session, full=True)
 
     def _frame(self, session: Session, obj: Any, now_ms: int) -> None:
@@ -392,7 +404,9 @@ class Engine:
             batch, ack = arg
             own = self._entries(session, batch, now_ms)
             if ack or (own and self.config.prompt_acks):
-                self._send_have(session, full=False)
+                # Name the peer's own feed even though it knows we hold what it sent: that is
+                # the acknowledgement it is waiting for.
+                self._send_have(session, full=False, ack_origin=session.number)
         elif kind is Frame.PING:
             self._send(session, ["pong", arg])
         elif kind is Frame.PONG:
@@ -425,6 +439,7 @@ class Engine:
                 raise SessionProtocolError(f"entry refused: {type(exc).__name__}: {exc}") from None
             entry = result.entry
             session.confirm(entry.origin, entry.seq)
+            session.tell(entry.origin, entry.seq)
             if entry.seq > holds.get(entry.origin, 0):
                 holds[entry.origin] = entry.seq
             if not result.new:
@@ -436,7 +451,7 @@ class Engine:
                 self._opened[(entry.origin, entry.seq)] = result.group
         if fresh:
             self._apply_ready(now_ms)
-            if self.config.forward_eagerly:
+            if self._forward_eagerly:
                 self._push_all()
         return own
 
@@ -445,17 +460,34 @@ class Engine:
         session.stats.frames_sent += 1
         session.stats.payload_bytes_sent += payload
 
-    def _send_have(self, session: Session, *, full: bool) -> None:
+    def _send_have(self, session: Session, *, full: bool, ack_origin: int | None = None) -> None:
+        """Send the whole vector, or only what the peer does not know we hold (nothing: no frame)."""
         vector = self.store.version_vector()
         if not full:
-            vector = {o: s for o, s in vector.items() if session.have_sent.get(o) != s}
-        session.have_sent.update(vector)
+            vector = {o: s for o, s in vector.items() if s > session.told.get(o, 0) or o == ack_origin}
+            if not vector:
+                return
+        for origin, seq in vector.items():
+            session.tell(origin, seq)
         self._send(session, ["have", vector, full])
 
+    def _have_interval(self) -> int:
+        interval = self.config.have_interval_ms
+        if not self.config.have_jitter:
+            return interval
+        # Between half and one and a half intervals, from the injected source: peers that
+        # connected together do not all send their haves, and all answer, at the same moment.
+        return interval // 2 + int.from_bytes(self._random(4), "big") % max(1, interval)
+
     def _push_all(self) -> None:
+        delay = self.config.push_delay_ms
         for session in self._sessions.values():
-            if session.state is SessionState.LIVE:
+            if session.state is not SessionState.LIVE:
+                continue
+            if delay <= 0:
                 self._stream(session)
+            elif session.push_due_ms is None:
+                session.push_due_ms = self._now + delay
 
     def _stream(self, session: Session) -> None:
         """Send the peer what it lacks, oldest first per origin, within the window."""

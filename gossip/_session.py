@@ -158,7 +158,8 @@ class Session:
     number: int | None = None  # the peer's device number, once established
     is_relay: bool = False
     known: dict[int, int] = field(default_factory=dict)  # origin -> seq the peer holds
-    have_sent: dict[int, int] = field(default_factory=dict)  # what our last haves told it
+    told: dict[int, int] = field(default_factory=dict)  # origin -> seq the peer knows we hold
+    push_due_ms: int | None = None  # when a delayed push is due (EngineConfig.push_delay_ms)
     unconfirmed: dict[tuple[int, int], int] = field(default_factory=dict)  # (origin, seq) -> bytes
     unconfirmed_bytes: int = 0
     next_have_ms: int = 0
@@ -190,8 +191,14 @@ class Session:
         if self.known.get(origin, 0) > seq and not any(k[0] == origin for k in self.unconfirmed):
             self.known[origin] = seq
 
+    def tell(self, origin: int, seq: int) -> None:
+        """The peer now knows we hold ``origin`` up to ``seq``."""
+        if seq > self.told.get(origin, 0):
+            self.told[origin] = seq
+
     def sent(self, origin: int, seq: int, size: int) -> None:
         """We sent the peer this entry: it will hold it unless the session breaks."""
         self.known[origin] = max(self.known.get(origin, 0), seq)
+        self.tell(origin, seq)
         self.unconfirmed[(origin, seq)] = size
         self.unconfirmed_bytes += size

@@ -1,115 +1,175 @@
-"""``tillmesh demo``: three tills of one shop, apart and then together.
+"""``tillmesh demo``: a small chain on the real replication engine, in one process.
 
-Until the network layer runs, the tills are replicas in one process and "the network" is
-handing each till the delta groups the others produced. What it shows is the contract the
-network will rely on: writes never wait, an overdraft is refused offline by the escrow
-counter, and every till converges to the same state once the deltas are exchanged.
+Three tills share the central branch's LAN; one of them sits in the basement and loses its
+link. A second branch has its own till, and a blind relay anchor in the cloud links the
+branches: it verifies, stores and forwards entries it cannot read. Everyone sells, a member
+tops up in the north branch and is charged in the central one once escrow rights have come
+through the relay, the basement comes back, and every till ends with the same state.
+
+Everything runs on ``gossip.Loopback`` with virtual time: the output is the same on every
+run and no clock or socket is involved.
 """
 
 from __future__ import annotations
 
-from typing import Callable, TextIO
+from typing import TextIO
 
-from crdt_types import HLC, DeltaGroup, InsufficientRights, Replica
+from crdt_types import InsufficientRights
+from gossip import Authority, DeviceKey, Engine, Loopback, MemoryFeedStore, import_token, seeded
 
-BRANCH = "central"
-SKUS = ("coffee-250g", "croissant")
-MEMBER = ("member", "alice", "balance")
-PRICE = ("price", "coffee-250g")
+from ._policy import POS_POLICY
+
+START_MS = 1_800_000_000_000  # virtual time
+ALICE = ("member", "alice", "balance")
+COFFEE = "coffee-250g"
+DEVICES = [  # name, branch, roles
+    ("till-1", "central", ["manager"]),
+    ("till-2", "central", ["cashier"]),
+    ("basement", "central", ["cashier"]),
+    ("north-1", "north", ["manager"]),
+    ("anchor", "cloud", ["relay"]),
+]
 
 
-class Till:
-    """A replica with a clock and an outbox of the delta groups it produced."""
+class Shop:
+    """The chain: an authority, the devices' engines and the links between them."""
 
-    def __init__(self, name: str, number: int) -> None:
-        self.name = name
-        self.replica = Replica(number)
-        self.clock = HLC()
-        self.outbox: list[DeltaGroup] = []
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.now = START_MS
+        random_bytes = seeded(2026)
+        self.authority = Authority.create(random_bytes, self.now)
+        self.net = Loopback()
+        for name, branch, roles in DEVICES:
+            key = DeviceKey.generate(random_bytes)
+            cert = self.authority.enroll(key.public, name=name, branch=branch, roles=roles, now_ms=self.now)
+            # The enrollment token is what an installer would paste into the new device.
+            keyring, _, feed = import_token(self.authority.token(cert.number), key)
+            store = MemoryFeedStore()
+            for entry in feed:
+                store.append(entry.origin, entry.seq, entry.hash, entry.encode())
+            self.net.add(name, Engine(keyring, store, random_bytes=random_bytes, now_ms=self.now, policy=POS_POLICY))
+        self.members = [name for name, _, roles in DEVICES if "relay" not in roles]
 
-    def write(self, now_ms: int, body: Callable) -> DeltaGroup:
-        with self.replica.transaction(self.clock.now(now_ms)) as tx:
-            body(tx)
-        self.outbox.append(tx.delta)
-        return tx.delta
+    def engine(self, name: str) -> Engine:
+        return self.net.engines[name]
 
-    def view(self) -> dict[str, object]:
-        r = self.replica
-        return {
-            "stock coffee": r.value(("stock", BRANCH, SKUS[0])),
-            "stock croissant": r.value(("stock", BRANCH, SKUS[1])),
-            "coffee price": r.value(PRICE),
-            "alice balance": r.value(MEMBER),
-            "alice rights here": r.state(MEMBER).rights(r.replica_id),
-            "sales seen": sum(1 for key in r.keys() if key[0] == "sale"),
-            "digest": r.digest().hex()[:12],
+    def later(self, ms: int = 1_000) -> None:
+        """Let ``ms`` of virtual time pass, in 100 ms steps (timers, anti-entropy)."""
+        for _ in range(ms // 100):
+            self.now += 100
+            self.net.tick(self.now)
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+
+    def commit(self, name: str, build) -> None:
+        self.engine(name).commit(build, self.now)
+        self.net.run(self.now)
+
+    def sell(self, name: str, sale_id: str, sku: str, qty: int, price: int, member: bool = False) -> bool:
+        branch = self.engine(name).keyring.certificate.branch
+
+        def build(tx) -> None:
+            tx.record(("sale", sale_id), {"till": name, "sku": sku, "qty": qty, "total": qty * price})
+            tx.add(("stock", branch, sku), -qty)
+            if member:
+                tx.decrement(ALICE, qty * price)
+
+        try:
+            self.commit(name, build)
+            return True
+        except InsufficientRights as refused:
+            self.say(f"  {name}: charge of {qty * price} to alice refused, too few rights on this till: {refused}")
+            return False
+
+    def table(self, title: str) -> None:
+        self.say(f"\n{title}")
+        rows = {
+            "stock central coffee": lambda r: r.value(("stock", "central", COFFEE)),
+            "stock north coffee": lambda r: r.value(("stock", "north", COFFEE)),
+            "coffee price": lambda r: r.value(("price", COFFEE)),
+            "alice balance": lambda r: r.value(ALICE),
+            "alice rights here": lambda r: r.state(ALICE).rights(r.replica_id),
+            "sales seen": lambda r: sum(1 for key in r.keys() if key[0] == "sale"),
+            "digest": lambda r: r.digest().hex()[:10],
         }
+        names = [name for name, _, _ in DEVICES]
+        self.say("".ljust(22) + "".join(n.rjust(12) for n in names))
+        for label, read in rows.items():
+            cells = []
+            for name in names:
+                replica = self.engine(name).replica
+                cells.append("(blind)" if replica is None else str(read(replica)))
+            self.say(label.ljust(22) + "".join(c.rjust(12) for c in cells))
+        self.say("entries held".ljust(22) + "".join(
+            str(sum(self.engine(n).store.version_vector().values())).rjust(12) for n in names))
 
+    def traffic(self) -> None:
+        self.say("\nbytes sent (entry payload / protocol metadata) and where each device's own entries are held:")
+        for name, _, _ in DEVICES:
+            engine = self.engine(name)
+            payload = metadata = 0
+            for peer in engine.peers():
+                stats = engine.session(peer).stats
+                payload += stats.payload_bytes_sent
+                metadata += stats.metadata_bytes_sent
+            acks = engine.ack_summary() if engine.is_member else {}
+            ack_text = ", ".join(f"{k} {v}" for k, v in acks.items()) if acks else "no entries of its own"
+            self.say(f"  {name:<9} payload {payload:>7}  metadata {metadata:>7}   own entries: {ack_text}")
 
-def sell(till: Till, now_ms: int, sale_id: str, lines: list[tuple[str, int, int]], member_charge: int = 0) -> None:
-    def body(tx) -> None:
-        total = sum(qty * price for _, qty, price in lines)
-        tx.record(("sale", sale_id), {"till": till.name, "lines": [list(line) for line in lines], "total": total})
-        for sku, qty, _ in lines:
-            tx.add(("stock", BRANCH, sku), -qty)
-        if member_charge:
-            tx.decrement(MEMBER, member_charge)
-
-    till.write(now_ms, body)
-
-
-def print_table(out: TextIO, title: str, tills: list[Till]) -> None:
-    views = [t.view() for t in tills]
-    rows = list(views[0])
-    width = max(len(r) for r in rows) + 2
-    out.write(f"\n{title}\n")
-    out.write("".ljust(width) + "".join(t.name.rjust(14) for t in tills) + "\n")
-    for row in rows:
-        out.write(row.ljust(width) + "".join(str(v[row]).rjust(14) for v in views) + "\n")
+    def converged(self) -> bool:
+        return len({self.engine(name).replica.digest() for name in self.members}) == 1
 
 
 def run(out: TextIO) -> bool:
-    """Run the demo, writing to ``out``; returns True when the tills converged."""
-    till1, till2, till3 = tills = [Till("till-1", 1), Till("till-2", 2), Till("till-3", 3)]
-    t = 1_800_000_000_000  # virtual milliseconds; nothing here reads a clock
+    """Run the demo, writing to ``out``; returns True when every member converged."""
+    shop = Shop(out)
+    net = shop.net
+    for a, b in [("till-1", "till-2"), ("till-1", "basement"), ("till-2", "basement"),
+                 ("till-1", "anchor"), ("till-2", "anchor"), ("basement", "anchor"), ("north-1", "anchor")]:
+        net.connect(a, b, shop.now)
+    shop.say("A chain of two branches: till-1, till-2 and the basement till on the central LAN,")
+    shop.say("north-1 in the north branch, and a relay anchor in the cloud that cannot read entries.")
 
-    out.write("Three tills share a shop. Morning stock and prices reach all of them.\n")
-    till1.write(t, lambda tx: (tx.add(("stock", BRANCH, SKUS[0]), 40), tx.add(("stock", BRANCH, SKUS[1]), 60),
-                               tx.set(PRICE, 899), tx.set(("price", SKUS[1]), 250)))
-    exchange(tills)
+    shop.say("\nMorning: managers set prices and receive stock.")
+    shop.commit("till-1", lambda tx: (tx.set(("price", COFFEE), 899), tx.add(("stock", "central", COFFEE), 40)))
+    shop.commit("north-1", lambda tx: tx.add(("stock", "north", COFFEE), 25))
+    shop.later(2_000)
 
-    out.write("\nThe network drops. Every till keeps selling on its own:\n")
-    sell(till1, t + 1_000, "S-1-0001", [(SKUS[0], 2, 899), (SKUS[1], 3, 250)])
-    sell(till2, t + 1_100, "S-2-0001", [(SKUS[1], 5, 250)])
-    sell(till3, t + 1_200, "S-3-0001", [(SKUS[0], 1, 899)])
-    out.write("  till-1, till-2, till-3 each record a sale and decrement stock\n")
-    till2.write(t + 2_000, lambda tx: tx.set(PRICE, 949))
-    out.write("  till-2 (the manager's) raises the coffee price to 949\n")
-    till3.write(t + 3_000, lambda tx: tx.increment(MEMBER, 2_000))
-    out.write("  alice tops up 2000 at till-3\n")
-    sell(till3, t + 3_500, "S-3-0002", [(SKUS[0], 1, 899)], member_charge=899)
-    out.write("  alice pays 899 from her balance at till-3 (till-3 holds the rights)\n")
-    try:
-        sell(till1, t + 4_000, "S-1-0002", [(SKUS[0], 1, 899)], member_charge=899)
-        out.write("  !! till-1 charged alice without rights\n")
-    except InsufficientRights as refused:
-        out.write(f"  till-1 refuses to charge alice offline: {refused}\n")
-    print_table(out, "Before the exchange (each till sees only itself):", tills)
+    shop.say("\nThe basement till loses its link. Everyone keeps selling:")
+    for peer in ("till-1", "till-2", "anchor"):
+        net.disconnect("basement", peer, shop.now)
+    shop.sell("till-1", "C1-0001", COFFEE, 2, 899)
+    shop.sell("till-2", "C2-0001", COFFEE, 1, 899)
+    shop.sell("basement", "CB-0001", COFFEE, 3, 899)
+    shop.sell("north-1", "N1-0001", COFFEE, 1, 899)
+    shop.say("  four sales on four tills, one of them offline")
 
-    out.write("\nThe network returns; each till receives the others' deltas (twice, out of order).\n")
-    exchange(tills, reverse=True)
-    exchange(tills)
-    print_table(out, "After the exchange:", tills)
+    shop.say("\nAlice tops up 5000 at north-1; the rights to spend it are north-1's.")
+    shop.commit("north-1", lambda tx: tx.increment(ALICE, 5_000))
+    shop.later(1_000)
+    shop.say("Alice buys coffee at till-2 and pays from her balance:")
+    if not shop.sell("till-2", "C2-0002", COFFEE, 1, 899, member=True):
+        shop.engine("till-2").request_rights("alice", 899, shop.now)
+        net.run(shop.now)
+        shop.say("  till-2 asks for rights; north-1 answers with a transfer through the anchor")
+        shop.later(1_000)
+        if shop.sell("till-2", "C2-0002", COFFEE, 1, 899, member=True):
+            shop.say("  till-2 charges alice 899 once the rights have arrived")
+    shop.say("In the basement, alice tries to pay too:")
+    shop.sell("basement", "CB-0002", COFFEE, 1, 899, member=True)
+    shop.later(6_000)
+    shop.table("Before the basement comes back:")
 
-    converged = len({t.replica.digest() for t in tills}) == 1
-    out.write(f"\nconverged: {'yes' if converged else 'no'}\n")
+    shop.say("\nThe basement link returns.")
+    for peer in ("till-1", "till-2", "anchor"):
+        net.connect("basement", peer, shop.now)
+    shop.later(6_000)  # one anti-entropy round (EngineConfig.have_interval_ms) and then some
+    shop.table("After:")
+    shop.traffic()
+    alerts = [a for name in shop.net.engines for a in shop.engine(name).alerts() if a.kind != "entry_deferred"]
+    shop.say(f"\nincidents: {len(alerts)}" + "".join(f"\n  {a.kind}: {a.detail}" for a in alerts))
+    converged = shop.converged()
+    shop.say(f"\nconverged: {'yes' if converged else 'no'}")
     return converged
-
-
-def exchange(tills: list[Till], *, reverse: bool = False) -> None:
-    for receiver in tills:
-        for sender in tills:
-            if sender is receiver:
-                continue
-            for group in reversed(sender.outbox) if reverse else sender.outbox:
-                receiver.replica.merge(group)
