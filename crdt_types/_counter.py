@@ -114,8 +114,13 @@ class PNCounter:
     @classmethod
     def from_payload(cls, payload: Any, *, writer: Any = None) -> "PNCounter":
         """Decode the payload alone (inside a delta group the tag and version are implied)."""
-        rows = wire_list(payload, "pn slots", max_length=MAX_SLOTS)
         counter = cls()
+        if (type(payload) is list and len(payload) == 2 and type(payload[0]) is int and type(payload[1]) is int
+                and writer is not None and 0 <= payload[0] <= MAX_TOTAL and 0 <= payload[1] <= MAX_TOTAL
+                and payload != [0, 0]):
+            counter._slots[writer] = (payload[0], payload[1])  # the common case: the writer's own slot
+            return counter
+        rows = wire_list(payload, "pn slots", max_length=MAX_SLOTS)
         if len(rows) == 2 and not isinstance(rows[0], (list, tuple)):
             slot = (wire_int(rows[0], "pn p"), wire_int(rows[1], "pn n"))
             if slot == (0, 0):

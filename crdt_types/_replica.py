@@ -69,10 +69,12 @@ class DeltaGroup:
         hlc = Timestamp.unpack(packed)
         ops = []
         seen = set()
+        resolve = schema.resolve_wire_key
         for op in wire_list(raw_ops, "delta group ops", max_length=MAX_OPS_PER_GROUP):
-            raw_key, code, payload = wire_list(op, "delta op", length=3)
-            key = schema.key_from_wire(raw_key)
-            crdt = schema.type_of(key)
+            if type(op) is not list or len(op) != 3:
+                raise MalformedWire("delta op: expected [key, type code, payload]")
+            raw_key, code, payload = op
+            key, crdt = resolve(raw_key)
             if CRDT_CODES.get(code) is not crdt:
                 raise MalformedWire(f"delta op for {key!r}: type code {code!r} but the key holds {crdt.TAG!r}")
             if key in seen:

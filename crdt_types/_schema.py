@@ -50,6 +50,7 @@ class Schema:
         if len(self._code_of) != len(self._kind_of):
             raise InvalidInput("schema: every key kind needs its own wire code")
         self._cache: dict[tuple, type] = {}
+        self._wire_cache: dict[tuple, tuple[tuple, type]] = {}
 
     def type_of(self, key: Any) -> type:
         """The CRDT type ``key`` holds.
@@ -74,6 +75,26 @@ class Schema:
 
     def key_from_wire(self, obj: Any) -> tuple:
         """The inverse of ``key_to_wire``; raises ``MalformedWire`` for anything else."""
+        return self.resolve_wire_key(obj)[0]
+
+    def resolve_wire_key(self, obj: Any) -> tuple[tuple, type]:
+        """Decode a wire key and the type it holds; cached for the common all-string keys."""
+        if type(obj) is list and obj and type(obj[0]) is int:
+            try:
+                # Only all-string keys are cached, and a non-string never equals a string,
+                # so a hit proves the parts are strings.
+                hit = self._wire_cache.get(tuple(obj))
+            except TypeError:  # an unhashable part: malformed, decoded below for the error
+                hit = None
+            if hit is not None:
+                return hit
+        key = self._decode_wire_key(obj)
+        hit = (key, self.type_of(key))
+        if len(self._wire_cache) < MAX_CACHED_KEYS and all(type(p) is str for p in key):
+            self._wire_cache[tuple(obj)] = hit
+        return hit
+
+    def _decode_wire_key(self, obj: Any) -> tuple:
         parts = wire_list(obj, "key", max_length=MAX_KEY_PARTS)
         kind = self._kind_of.get(parts[0]) if parts and isinstance(parts[0], int) else None
         if kind is None:

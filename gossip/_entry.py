@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from nacl import bindings as sodium
@@ -55,18 +56,28 @@ class Entry:
     def header(self) -> list:
         return [self.version, self.origin, self.seq, self.prev_hash, self.epoch, [list(d) for d in self.deps]]
 
-    def header_bytes(self) -> bytes:
+    # Encodings are computed once per entry: verifying, opening and hashing an entry all
+    # need them, and re-encoding was most of the cost of taking an entry in.
+    @cached_property
+    def _header_bytes(self) -> bytes:
         return canonical(self.header())
+
+    @cached_property
+    def _encoded(self) -> bytes:
+        return canonical([*self.header(), self.body, self.signature])
+
+    def header_bytes(self) -> bytes:
+        return self._header_bytes
 
     def signed_bytes(self) -> bytes:
         return signable(b"tillmesh/v1/entry", [self.header(), self.body])
 
     def encode(self) -> bytes:
-        return canonical([*self.header(), self.body, self.signature])
+        return self._encoded
 
-    @property
+    @cached_property
     def hash(self) -> bytes:
-        return entry_hash(self.encode())
+        return entry_hash(self._encoded)
 
     @classmethod
     def decode(cls, data: bytes) -> "Entry":
@@ -100,7 +111,9 @@ class Entry:
             raise MalformedData("entry: body must be bytes and the signature 64 bytes")
         if epoch is not None and len(body) < NONCE_BYTES + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES:
             raise MalformedData("entry: sealed body too short for nonce and tag")
-        return cls(origin, seq, prev_hash, epoch, tuple(pairs), body, signature)
+        entry = cls(origin, seq, prev_hash, epoch, tuple(pairs), body, signature)
+        entry.__dict__["_encoded"] = bytes(data)  # decode() checked it is the canonical form
+        return entry
 
 
 def _is_int(value: Any, low: int, high: int) -> bool:

@@ -102,10 +102,20 @@ def x25519_public_of(ed25519_public: bytes) -> bytes:
         raise MalformedData("not a valid Ed25519 public key") from None
 
 
+# Parsed verify keys, one per device of the network; cleared wholesale if it ever fills.
+_VERIFY_KEYS: dict[bytes, nacl.signing.VerifyKey] = {}
+MAX_CACHED_VERIFY_KEYS = 4096
+
+
 def verify_signature(public_key: bytes, message: bytes, signature: bytes, what: str) -> None:
     """Raise ``BadSignature`` unless ``signature`` by ``public_key`` covers ``message``."""
     try:
-        nacl.signing.VerifyKey(public_key).verify(message, signature)
+        key = _VERIFY_KEYS.get(public_key)
+        if key is None:
+            if len(_VERIFY_KEYS) >= MAX_CACHED_VERIFY_KEYS:
+                _VERIFY_KEYS.clear()
+            key = _VERIFY_KEYS[public_key] = nacl.signing.VerifyKey(public_key)
+        key.verify(message, signature)
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, TypeError, ValueError):
         raise BadSignature(f"{what}: signature does not verify") from None
 
