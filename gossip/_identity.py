@@ -17,6 +17,7 @@ Every record is a canonical CBOR array signed under its own context (``_codec.si
 
 from __future__ import annotations
 
+import abc
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -146,15 +147,16 @@ def _number(value: Any, what: str = "device number") -> int:
     return value
 
 
-class _Signed:
+class _Signed(abc.ABC):
     """A record signed by the authority: ``[type, body..., signature]`` on the wire."""
 
     TYPE: str = ""
     CONTEXT: bytes = b""
     signature: bytes
 
+    @abc.abstractmethod
     def body(self) -> list:
-        raise NotImplementedError
+        """The record's fields, in wire order, without the signature."""
 
     def signed_bytes(self) -> bytes:
         return signable(self.CONTEXT, [self.TYPE, RECORD_VERSION, *self.body()])
