@@ -9,10 +9,13 @@ Yrs needs a client id per writer that never collides within a document. Integer 
 ids (device numbers, which is what the wire uses) map to themselves, which is injective;
 any other replica id is hashed into the range above 2**52, where no device number lands.
 
-Yrs drops updates it cannot integrate yet when a document is re-encoded, so besides the
-``Doc`` (the readable view) each copy keeps ``_log``: every update it has merged, folded
-into one with ``merge_updates``, which loses nothing. Copies and wire forms come from the
-log, never from the view. Equality compares the integrated state (state vector and
+The state of a copy is ``_log``: every update it has merged, folded into one with
+``merge_updates``, which is a pure function of the set of updates and loses nothing.
+The readable ``Doc`` is only a view, rebuilt from the log when it is next read after a
+merge. Applying updates to a live ``Doc`` one by one is not safe when they arrive out of
+order: Yrs keeps one pending update and an older pending one can be dropped when another
+unintegrable update arrives (found by the property tests: deltas d3, d2, d1 of one writer,
+delivered backwards, lost d3). Equality compares the integrated state (state vector and
 content); an update still waiting for its predecessors is not visible to it.
 
 Yrs stores small integers as doubles (JavaScript numbers). Floats are refused on input, so
@@ -33,6 +36,8 @@ __all__ = ["Document", "client_id_for"]
 
 # One transaction's update: an order with a hundred lines is a few KiB.
 MAX_UPDATE_BYTES = 64 * 1024
+# Yrs stores numbers as doubles: integers beyond 2**53 would come back rounded.
+MAX_DOC_INT = 2**53 - 1
 MAX_LINES = 1000
 _DEVICE_ID_LIMIT = 2**52
 # Client id of a copy that only receives; it is never used to write.
@@ -51,11 +56,24 @@ def client_id_for(replica: Any) -> int:
 def _plain(value: Any) -> Any:
     if isinstance(value, float) and value.is_integer():
         return int(value)
+    if isinstance(value, bytearray):
+        return bytes(value)
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
     return value
+
+
+def _require_doc_ints(name: str, value: Any) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_DOC_INT:
+        raise InvalidInput(f"{name}: documents hold integers up to {MAX_DOC_INT} (Yrs stores doubles), got {value}")
+    if isinstance(value, list):
+        for item in value:
+            _require_doc_ints(name, item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _require_doc_ints(name, item)
 
 
 def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
@@ -87,12 +105,21 @@ class Document:
     CODE = 5  # one-byte type code inside delta groups
     VERSION = 1
 
-    __slots__ = ("_doc", "_writer", "_log")
+    __slots__ = ("_view", "_writer", "_log")
 
     def __init__(self) -> None:
-        self._doc = pycrdt.Doc(client_id=_READER_CLIENT_ID)
+        self._view: pycrdt.Doc | None = None  # rebuilt from the log on demand
         self._writer: Any = None
-        self._log: bytes = self._doc.get_update()
+        self._log: bytes = pycrdt.Doc(client_id=_READER_CLIENT_ID).get_update()
+
+    @property
+    def _doc(self) -> pycrdt.Doc:
+        if self._view is None:
+            client = _READER_CLIENT_ID if self._writer is None else client_id_for(self._writer)
+            view = pycrdt.Doc(client_id=client)
+            view.apply_update(self._log)
+            self._view = view
+        return self._view
 
     @property
     def value(self) -> dict:
@@ -122,6 +149,7 @@ class Document:
         if not isinstance(name, str) or not 0 < len(name) <= 64:
             raise InvalidInput(f"field name must be a 1..64 char string, got {name!r}")
         value = require_value(f"field {name!r}", value)
+        _require_doc_ints(f"field {name!r}", value)
 
         def edit(fields: pycrdt.Map, lines: pycrdt.Array) -> None:
             fields[name] = value
@@ -133,6 +161,7 @@ class Document:
         if not isinstance(line, dict):
             raise InvalidInput(f"a line item must be a map, got {type(line).__name__}")
         line = require_value("line item", line)
+        _require_doc_ints("line item", line)
         if len(self._doc.get("lines", type=pycrdt.Array)) >= MAX_LINES:
             raise InvalidInput(f"an order holds at most {MAX_LINES} lines")
 
@@ -155,23 +184,20 @@ class Document:
     def _become_writer(self, replica: Any) -> None:
         if self._writer == replica:
             return
-        # pycrdt fixes the client id at construction, so rebuild the Doc under the writer's id.
-        fresh = pycrdt.Doc(client_id=client_id_for(replica))
-        fresh.apply_update(self._log)
-        self._doc, self._writer = fresh, replica
+        # pycrdt fixes the client id at construction: the view is rebuilt under the writer's id.
+        self._writer, self._view = replica, None
 
     @classmethod
     def _from_update(cls, update: bytes) -> "Document":
         delta = cls()
-        delta._doc.apply_update(update)
         delta._log = update
         return delta
 
     def merge(self, other: "Document") -> None:
         if not isinstance(other, Document):
             raise InvalidInput(f"cannot merge {type(other).__name__} into Document")
-        self._doc.apply_update(other._log)
         self._log = pycrdt.merge_updates(self._log, other._log)
+        self._view = None
 
     def copy(self) -> "Document":
         return Document._from_update(self._log)
@@ -207,7 +233,7 @@ class Document:
         if not isinstance(update, bytes) or len(update) > MAX_UPDATE_BYTES:
             raise MalformedWire(f"doc: expected an update of at most {MAX_UPDATE_BYTES} bytes")
         try:
-            pycrdt.get_state(update)  # decodes the whole update: garbage fails here
+            pycrdt.Doc(client_id=_READER_CLIENT_ID).apply_update(update)  # garbage fails here, not later
             return cls._from_update(update)
         except BaseException as exc:  # Yrs reports bad input as ValueError, a Rust panic as BaseException
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
