@@ -183,15 +183,28 @@ class Replica:
         self.replica_id = require_replica(replica_id)
         self.schema = schema
         self._states: dict[tuple, Any] = {}
+        self._prepared: DeltaGroup | None = None
 
     def transaction(self, hlc: Timestamp, *, apply: bool = True) -> "_TransactionContext":
         """``with replica.transaction(hlc) as tx: ...``; afterwards ``tx.delta`` is the group.
 
         If the block raises, nothing changes and ``tx.delta`` stays None. With
         ``apply=False`` the replica is left untouched even on success: the caller makes the
-        group durable first and then merges it (merging a group equals applying it).
+        group durable first and then merges it (merging a group equals applying it) or
+        discards it. Until then no other transaction may start: it would compute totals
+        without the prepared one, and merging both would lose a write.
+
+        Raises:
+            InvalidInput: a prepared transaction is neither merged nor discarded yet.
         """
+        if self._prepared is not None:
+            raise InvalidInput("a prepared transaction is pending: merge or discard it first")
         return _TransactionContext(self, hlc, apply)
+
+    def discard(self, delta: "DeltaGroup") -> None:
+        """Forget a prepared (``apply=False``) transaction that will not be merged."""
+        if delta is self._prepared:
+            self._prepared = None
 
     def merge(self, delta: DeltaGroup) -> MergeResult:
         """Apply a delta group all-or-nothing.
@@ -201,6 +214,8 @@ class Replica:
         """
         if not isinstance(delta, DeltaGroup):
             raise InvalidInput(f"merge expects a DeltaGroup, got {type(delta).__name__}")
+        if delta is self._prepared:
+            self._prepared = None
         type_of = self.schema.type_of
         ops = delta.ops
         for key, op in ops:
@@ -293,7 +308,9 @@ class _TransactionContext:
         tx = self._tx
         if exc_type is not None:
             return False
+        tx.delta = DeltaGroup(tx.hlc, tx._replica.replica_id, tuple(tx._deltas.items()))
         if self._apply:
             tx._replica._states.update(tx._work)
-        tx.delta = DeltaGroup(tx.hlc, tx._replica.replica_id, tuple(tx._deltas.items()))
+        else:
+            tx._replica._prepared = tx.delta
         return False

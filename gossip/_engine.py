@@ -259,17 +259,21 @@ class Engine:
         with self.replica.transaction(stamp, apply=False) as tx:
             build(tx)
         group = tx.delta
-        cert = self.keyring.certificate
-        for key, _ in group.ops:
-            if not self.policy.allows(cert, key):
-                raise Unauthorized(f"device {self.number} ({', '.join(cert.roles)}, branch {cert.branch}) "
-                                   f"may not write {key!r}")
-        deps: dict[int, int] = {}
-        for key, delta in group.ops:
-            if isinstance(delta, BoundedCounter):
-                for origin, seq in self._touched.get(key, {}).items():
-                    deps[origin] = max(deps.get(origin, 0), seq)
-        entry = self.feeds.append_local(group, deps=deps, random_bytes=self._random, now_ms=now_ms)
+        try:
+            cert = self.keyring.certificate
+            for key, _ in group.ops:
+                if not self.policy.allows(cert, key):
+                    raise Unauthorized(f"device {self.number} ({', '.join(cert.roles)}, branch {cert.branch}) "
+                                       f"may not write {key!r}")
+            deps: dict[int, int] = {}
+            for key, delta in group.ops:
+                if isinstance(delta, BoundedCounter):
+                    for origin, seq in self._touched.get(key, {}).items():
+                        deps[origin] = max(deps.get(origin, 0), seq)
+            entry = self.feeds.append_local(group, deps=deps, random_bytes=self._random, now_ms=now_ms)
+        finally:
+            # Durable (or refused): from here the group is applied like any stored entry.
+            self.replica.discard(group)
         self._opened[(entry.origin, entry.seq)] = group
         self._apply_ready(now_ms)
         self._push_all()
