@@ -36,7 +36,7 @@ ever moved, never created; the requester clears its request once it holds enough
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from crdt_types import (
@@ -50,7 +50,7 @@ from crdt_types import (
     Timestamp,
 )
 
-from ._channel import ChannelClosed, ChannelEstablished, FrameReceived, SecureChannel
+from ._channel import ChannelClosed, ChannelEstablished, ChannelState, FrameReceived, SecureChannel
 from ._entry import Entry
 from ._errors import CertificateError, EpochUnavailable, ForkDetected, SeqGap, UnknownOrigin
 from ._feeds import Feeds
@@ -135,11 +135,6 @@ class AckState:
         return "anchor" if self.anchors else "lan" if self.lan else "local"
 
 
-@dataclass
-class _Rights:
-    answered: set = field(default_factory=set)  # (request key, stamp) already answered
-
-
 class Engine:
     """Replication engine of one node.
 
@@ -177,11 +172,12 @@ class Engine:
         self._touched: dict[tuple, dict[int, int]] = {}  # bounded-counter key -> origin -> seq
         self._peer_holds: dict[int, dict[int, int]] = {}  # device -> origin -> seq it holds
         self._relays: set[int] = set()
-        self._rights = _Rights()
         self._rights_dirty = False
         self._applying = False
         self._now = now_ms
+        self._replaying = True  # a restart replays the store; it must not write anything
         self._apply_ready(now_ms)
+        self._replaying = False
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -215,8 +211,9 @@ class Engine:
             session.state = SessionState.CLOSED
 
     def tick(self, now_ms: int) -> None:
-        """Let time pass: timeouts, pings, periodic haves."""
+        """Let time pass: timeouts, pings, periodic haves, rights requests seen at replay."""
         self._now = now_ms
+        self._rights_work(now_ms)
         for session in list(self._sessions.values()):
             if session.state is SessionState.CLOSED:
                 continue
@@ -460,6 +457,8 @@ class Engine:
         return own
 
     def _send(self, session: Session, frame: list, payload: int = 0) -> None:
+        if session.channel.state is ChannelState.CLOSED:
+            return  # the channel closed under this batch of events: its ChannelClosed comes next
         session.channel.send_frame(frame)
         session.stats.frames_sent += 1
         session.stats.payload_bytes_sent += payload
@@ -571,7 +570,10 @@ class Engine:
                     break
         finally:
             self._applying = False
-        if self._rights_dirty and self.replica is not None:
+        self._rights_work(now_ms)
+
+    def _rights_work(self, now_ms: int) -> None:
+        if self._rights_dirty and self.replica is not None and not self._replaying:
             self._rights_dirty = False
             self._answer_requests(now_ms)
             self._clear_own_requests(now_ms)
@@ -638,15 +640,14 @@ class Engine:
             _, member_id, device = key
             if device == self.number:
                 continue
-            stamp = replica.state(key).stamp
             balance = ("member", member_id, "balance")
-            spare = replica.state(balance).rights(self.number)
-            if spare <= 0 or (key, stamp) in self._rights.answered:
-                continue
-            give = min(spare, amount - replica.state(balance).rights(device))
+            counter = replica.state(balance)
+            # What the requester still lacks, as this replica sees it: our own transfers
+            # are applied here at once, so we never answer the same shortfall twice, and
+            # the rule needs no memory beyond the replicated state (a restart changes nothing).
+            give = min(counter.rights(self.number), amount - counter.rights(device))
             if give <= 0:
                 continue
-            self._rights.answered.add((key, stamp))
             try:
                 self.commit(lambda tx: tx.transfer(balance, device, give), now_ms)
             except (InsufficientRights, Unauthorized) as exc:
