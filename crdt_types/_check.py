@@ -61,11 +61,19 @@ def require_replica(value: Any) -> int | str | bytes:
     if isinstance(value, int):
         return require_int("replica id", value, minimum=0)
     if isinstance(value, (str, bytes)):
-        size = len(value.encode("utf-8")) if isinstance(value, str) else len(value)
+        size = len(require_utf8("replica id", value)) if isinstance(value, str) else len(value)
         if not 0 < size <= MAX_REPLICA_BYTES:
             raise InvalidInput(f"replica id must be 1..{MAX_REPLICA_BYTES} bytes long, got {size}")
         return value
     raise InvalidInput(f"replica id must be an int, str or bytes, got {type(value).__name__}")
+
+
+def require_utf8(name: str, value: str) -> bytes:
+    """The UTF-8 encoding of ``value``; a lone surrogate cannot be stored or sent."""
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(f"{name} is not encodable as UTF-8: {_describe(value)}") from None
 
 
 def replica_order(replica: int | str | bytes) -> tuple[int, Any]:
@@ -102,6 +110,7 @@ def _normalise(name: str, value: Any, depth: int) -> Any:
     if isinstance(value, str):
         if len(value) > MAX_STRING_CHARS:
             raise InvalidInput(f"{name} has a string of {len(value)} chars, limit {MAX_STRING_CHARS}")
+        require_utf8(name, value)
         return value
     if isinstance(value, bytes):
         if len(value) > MAX_VALUE_BYTES:
@@ -159,7 +168,7 @@ def wire_header(obj: Any, tag: str, version: int) -> Any:
     items = wire_list(obj, f"{tag} wire form", length=3)
     if items[0] != tag:
         raise MalformedWire(f"expected type tag {tag!r}, got {_describe(items[0])}")
-    if items[1] != version:
+    if type(items[1]) is not int or items[1] != version:
         raise MalformedWire(f"{tag}: unsupported format version {_describe(items[1])}, expected {version}")
     return items[2]
 

@@ -60,7 +60,7 @@ class DeltaGroup:
             MalformedWire: any op is malformed or of the wrong type for its key.
         """
         version, packed, raw_ops = wire_list(obj, "delta group", length=3)
-        if version != GROUP_VERSION:
+        if type(version) is not int or version != GROUP_VERSION:
             raise MalformedWire(f"delta group: unsupported version {version!r}, expected {GROUP_VERSION}")
         try:
             writer = require_replica(writer)
@@ -75,7 +75,7 @@ class DeltaGroup:
                 raise MalformedWire("delta op: expected [key, type code, payload]")
             raw_key, code, payload = op
             key, crdt = resolve(raw_key)
-            if CRDT_CODES.get(code) is not crdt:
+            if type(code) is not int or CRDT_CODES.get(code) is not crdt:
                 raise MalformedWire(f"delta op for {key!r}: type code {code!r} but the key holds {crdt.TAG!r}")
             if key in seen:
                 raise MalformedWire(f"delta group names key {key!r} twice")
@@ -214,8 +214,8 @@ class Replica:
         """
         if not isinstance(delta, DeltaGroup):
             raise InvalidInput(f"merge expects a DeltaGroup, got {type(delta).__name__}")
-        if delta is self._prepared:
-            self._prepared = None
+        if self._prepared is not None and delta == self._prepared:
+            self._prepared = None  # equal, not only identical: it may come back from storage
         type_of = self.schema.type_of
         ops = delta.ops
         for key, op in ops:
@@ -235,15 +235,15 @@ class Replica:
 
     def value(self, key: tuple) -> Any:
         """The value at ``key``; the type's empty value when nothing was written."""
+        crdt = self.schema.type_of(key)  # validates the key before it is used to look up
         state = self._states.get(key)
-        if state is None:
-            state = self.schema.type_of(key)()
-        return state.value
+        return (state if state is not None else crdt()).value
 
     def state(self, key: tuple) -> Any:
         """A copy of the CRDT at ``key`` (for rights, conflicts, stamps)."""
+        crdt = self.schema.type_of(key)
         state = self._states.get(key)
-        return state.copy() if state is not None else self.schema.type_of(key)()
+        return state.copy() if state is not None else crdt()
 
     def keys(self) -> Iterator[tuple]:
         return iter(sorted(self._states, key=canonical))
@@ -273,14 +273,14 @@ class Replica:
             MalformedWire: the snapshot is not of that shape.
         """
         version, rows = wire_list(obj, "replica snapshot", length=2)
-        if version != GROUP_VERSION:
+        if type(version) is not int or version != GROUP_VERSION:
             raise MalformedWire(f"replica snapshot: unsupported version {version!r}")
         replica = cls(replica_id, schema=schema)
         for row in wire_list(rows, "replica snapshot rows"):
             raw_key, code, payload = wire_list(row, "replica snapshot row", length=3)
             key = schema.key_from_wire(raw_key)
             crdt = schema.type_of(key)
-            if CRDT_CODES.get(code) is not crdt or key in replica._states:
+            if type(code) is not int or CRDT_CODES.get(code) is not crdt or key in replica._states:
                 raise MalformedWire(f"snapshot row for {key!r}: bad type code {code!r} or repeated key")
             replica._states[key] = crdt.from_payload(payload)
         return replica

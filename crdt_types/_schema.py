@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._bounded import BoundedCounter
-from ._check import MAX_KEY_PART_CHARS, MAX_KEY_PARTS, require_int, wire_list
+from ._check import MAX_KEY_PART_CHARS, MAX_KEY_PARTS, require_int, require_utf8, wire_list
 from ._counter import PNCounter
 from ._document import Document
 from ._errors import InvalidInput, MalformedWire
@@ -96,7 +96,7 @@ class Schema:
 
     def _decode_wire_key(self, obj: Any) -> tuple:
         parts = wire_list(obj, "key", max_length=MAX_KEY_PARTS)
-        kind = self._kind_of.get(parts[0]) if parts and isinstance(parts[0], int) else None
+        kind = self._kind_of.get(parts[0]) if parts and type(parts[0]) is int else None
         if kind is None:
             raise MalformedWire(f"key: unknown kind code in {parts!r}")
         key = (kind, *parts[1:])
@@ -113,6 +113,7 @@ class Schema:
             if isinstance(part, str):
                 if not 0 < len(part) <= MAX_KEY_PART_CHARS:
                     raise InvalidInput(f"key part must be 1..{MAX_KEY_PART_CHARS} chars, got {part!r} in {key!r}")
+                require_utf8("key part", part)
             else:
                 require_int(f"key part in {key!r}", part, minimum=0)
         crdt = self._exact.get((key[0], len(key), key[-1])) or self._general.get((key[0], len(key)))
