@@ -636,9 +636,13 @@ class Engine:
 
     def _answer_requests(self, now_ms: int) -> None:
         replica = self.replica
-        for key, amount in self.open_requests():
+        requests = self.open_requests()
+        # A member that is itself short on a balance gives none of it away: two members
+        # asking for the same balance would otherwise pass the rights back and forth forever.
+        wanting = {key[1] for key, _ in requests if key[2] == self.number}
+        for key, amount in requests:
             _, member_id, device = key
-            if device == self.number:
+            if device == self.number or member_id in wanting:
                 continue
             balance = ("member", member_id, "balance")
             counter = replica.state(balance)
