@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import json
 import random
+import statistics
 import time
 
 import nacl.signing
@@ -89,7 +90,26 @@ def bench_entries(ops: int, count: int) -> dict:
         "entry_bytes": len(entries[0]),
         "sealed_signed_per_s": round(seal_rate),
         "verified_opened_per_s": round(count / best),
+        "_rerun": (verify_and_open_all, count),
     }
+
+
+def paired_ratio(entries: dict, rounds: int = 7) -> float:
+    """Entries verified+opened per second / raw Ed25519 verifications per second, measured
+    back to back in each round and the median taken: a machine whose other core is busy
+    slows both sides of a pair alike, where separate measurements drift apart."""
+    run_entries, count = entries["_rerun"]
+    key = nacl.signing.SigningKey(bytes(range(32)))
+    signed = key.sign(bytes(400))
+    verify = key.verify_key.verify
+    ratios = []
+    for _ in range(rounds):
+        entries_rate = count / run_entries()
+        start = time.perf_counter()
+        for _ in range(count):
+            verify(signed)
+        ratios.append(entries_rate / (count / (time.perf_counter() - start)))
+    return round(statistics.median(ratios), 3)
 
 
 def bench_primitives(count: int) -> dict:
@@ -132,6 +152,8 @@ def main() -> None:
     one, ten = bench_entries(1, n), bench_entries(10, n)
     primitives = bench_primitives(n * 5)
     handshakes = bench_handshakes(n // 10)
+    ratio_10, ratio_1 = paired_ratio(ten), paired_ratio(one)
+    one.pop("_rerun"), ten.pop("_rerun")
     print(json.dumps({
         "benchmark": "crypto",
         "entries_1op": one,
@@ -139,8 +161,8 @@ def main() -> None:
         "primitives": primitives,
         "handshakes": handshakes,
         "ratios": {
-            "open_10op_vs_ed25519_verify": round(ten["verified_opened_per_s"] / primitives["ed25519_verify_per_s"], 3),
-            "open_1op_vs_ed25519_verify": round(one["verified_opened_per_s"] / primitives["ed25519_verify_per_s"], 3),
+            "open_10op_vs_ed25519_verify": ratio_10,
+            "open_1op_vs_ed25519_verify": ratio_1,
         },
         "goals": {"open_10op_vs_ed25519_verify": ">= 0.5"},
     }, indent=2))

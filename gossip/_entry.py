@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+import cbor2
 from nacl import bindings as sodium
 
 from crdt_types import canonical
@@ -36,6 +37,10 @@ NONCE_BYTES = 24
 HASH_BYTES = 32
 GENESIS_HASH = bytes(HASH_BYTES)
 MAX_SEQ = 2**53
+
+
+# "context || 0x00 || 0x82" (a two-element array) opens every entry's signable bytes.
+_ENTRY_SIGNABLE_PREFIX = signable(b"tillmesh/v1/entry", [])[:-1] + b"\x82"
 
 
 def entry_hash(encoded: bytes) -> bytes:
@@ -70,7 +75,9 @@ class Entry:
         return self._header_bytes
 
     def signed_bytes(self) -> bytes:
-        return signable(b"tillmesh/v1/entry", [self.header(), self.body])
+        # signable(ENTRY, [header, body]), assembled from the cached header encoding rather
+        # than re-encoding the body; test_entry_signed_bytes_are_the_signable_form pins it.
+        return _ENTRY_SIGNABLE_PREFIX + self._header_bytes + cbor2.dumps(self.body)
 
     def encode(self) -> bytes:
         return self._encoded

@@ -119,3 +119,4 @@ def engine_pair_factory():
         return Engine(keyring, MemoryFeedStore(), random_bytes=random_bytes, now_ms=0)
 
     return make
+
