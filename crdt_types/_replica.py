@@ -183,6 +183,7 @@ class Replica:
         self.replica_id = require_replica(replica_id)
         self.schema = schema
         self._states: dict[tuple, Any] = {}
+        self._kinds: dict[str, set[tuple]] = {}  # kind -> keys holding state
         self._prepared: DeltaGroup | None = None
 
     def transaction(self, hlc: Timestamp, *, apply: bool = True) -> "_TransactionContext":
@@ -227,6 +228,7 @@ class Replica:
             state = states.get(key)
             if state is None:
                 states[key] = state = op.copy()
+                self._kinds.setdefault(key[0], set()).add(key)
             else:
                 state.merge(op)
             if type(state) is Record and state.conflict:
@@ -245,8 +247,15 @@ class Replica:
         state = self._states.get(key)
         return state.copy() if state is not None else crdt()
 
-    def keys(self) -> Iterator[tuple]:
+    def keys(self, kind: str | None = None) -> Iterator[tuple]:
+        """Keys holding state, in canonical order; only those of ``kind`` when given."""
+        if kind is not None:
+            return iter(sorted(self._kinds.get(kind, ()), key=canonical))
         return iter(sorted(self._states, key=canonical))
+
+    def _index(self, keys) -> None:
+        for key in keys:
+            self._kinds.setdefault(key[0], set()).add(key)
 
     def digest(self) -> bytes:
         """BLAKE2b-256 of the canonical full state: equal iff the states are equal."""
@@ -283,6 +292,7 @@ class Replica:
             if type(code) is not int or CRDT_CODES.get(code) is not crdt or key in replica._states:
                 raise MalformedWire(f"snapshot row for {key!r}: bad type code {code!r} or repeated key")
             replica._states[key] = crdt.from_payload(payload)
+        replica._index(replica._states)
         return replica
 
     def __eq__(self, other: object) -> bool:
@@ -311,6 +321,7 @@ class _TransactionContext:
         tx.delta = DeltaGroup(tx.hlc, tx._replica.replica_id, tuple(tx._deltas.items()))
         if self._apply:
             tx._replica._states.update(tx._work)
+            tx._replica._index(tx._work)
         else:
             tx._replica._prepared = tx.delta
         return False

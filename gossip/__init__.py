@@ -38,6 +38,7 @@ from ._errors import (
     Revoked,
     SeqGap,
     UnknownOrigin,
+    UnreadableEntry,
     WrongNetwork,
 )
 from ._feeds import Feeds, Ingested, verify_authority_feed
@@ -92,7 +93,7 @@ __all__ = [
     "MAX_BUFFERED_BYTES", "MAX_FRAME_BYTES", "MAX_HAVE_ORIGINS", "MAX_OPENED_CACHE", "MAX_PEERS",
     "OutgoingFrameTooLarge", "PeerKeyMismatch", "Policy", "Rule", "SecureChannel", "Session",
     "SessionProtocolError", "SessionState", "SessionStats", "TRANSITIONS", "Unauthorized",
-    "UnexpectedMessage", "WINDOW_BYTES", "income_is_known", "parse_frame", "seeded",
+    "UnexpectedMessage", "UnreadableEntry", "WINDOW_BYTES", "income_is_known", "parse_frame", "seeded",
     "writes_only_own_slots",
     "AUTHORITY_NUMBER", "Authority", "BadSignature", "Certificate", "CertificateError",
     "CertificateExpired", "ChainBroken", "CipherState", "DecryptionError", "DecryptionFailed",

@@ -41,6 +41,7 @@ from typing import Any, Callable
 
 from crdt_types import (
     HLC,
+    MAX_AMOUNT,
     BoundedCounter,
     DeltaGroup,
     InsufficientRights,
@@ -52,7 +53,17 @@ from crdt_types import (
 
 from ._channel import ChannelClosed, ChannelEstablished, ChannelState, FrameReceived, SecureChannel
 from ._entry import Entry
-from ._errors import CertificateError, EpochUnavailable, ForkDetected, SeqGap, UnknownOrigin
+from ._errors import (
+    CertificateError,
+    ChainBroken,
+    DecryptionError,
+    EpochUnavailable,
+    ForkDetected,
+    Quarantined,
+    SeqGap,
+    UnknownOrigin,
+    UnreadableEntry,
+)
 from ._feeds import Feeds
 from ._identity import AUTHORITY_NUMBER
 from ._keyring import Keyring
@@ -173,6 +184,7 @@ class Engine:
         self._peer_holds: dict[int, dict[int, int]] = {}  # device -> origin -> seq it holds
         self._relays: set[int] = set()
         self._rights_dirty = False
+        self._answering = False
         self._applying = False
         self._now = now_ms
         self._replaying = True  # a restart replays the store; it must not write anything
@@ -398,16 +410,18 @@ class Engine:
                 session.confirm(origin, seq)
                 if seq > holds.get(origin, 0):
                     holds[origin] = seq
-                if full:
-                    session.correct(origin, seq)
+            if full:
+                session.correct(vector)
             self._stream(session)
         elif kind is Frame.ENTRIES:
             batch, ack = arg
-            own = self._entries(session, batch, now_ms)
-            if ack or (own and self.config.prompt_acks):
-                # Name the peer's own feed even though it knows we hold what it sent: that is
-                # the acknowledgement it is waiting for.
-                self._send_have(session, full=False, ack_origin=session.number)
+            own, origins = self._entries(session, batch, now_ms)
+            if ack:
+                # Name every feed the batch carried even though the peer knows we hold what
+                # it sent: that is the confirmation its back-pressure window waits for.
+                self._send_have(session, full=False, ack_origins=origins)
+            elif own and self.config.prompt_acks:
+                self._send_have(session, full=False, ack_origins={session.number})
         elif kind is Frame.PING:
             self._send(session, ["pong", arg])
         elif kind is Frame.PONG:
@@ -416,9 +430,11 @@ class Engine:
             session.close_reason = arg
             self._to_close.append(session.peer)
 
-    def _entries(self, session: Session, batch: list[bytes], now_ms: int) -> bool:
-        """Take in a batch; returns True when it held new entries of the peer's own feed."""
-        fresh = own = False
+    def _entries(self, session: Session, batch: list[bytes], now_ms: int) -> tuple[bool, set[int]]:
+        """Take in a batch; returns whether it held new entries of the peer's own feed, and
+        the origins of the entries taken in."""
+        fresh = own = refused = False
+        origins: set[int] = set()
         holds = self._peer_holds.setdefault(session.number, {})
         for data in batch:
             session.stats.entries_received += 1
@@ -430,15 +446,25 @@ class Engine:
             except (EpochUnavailable, SeqGap, UnknownOrigin) as exc:
                 # Not this peer's fault: the certificate, epoch grant or predecessors come later.
                 self._alert("entry_deferred", None, str(exc))
+                refused = True
                 continue
-            except CertificateError as exc:
-                # Revoked past its cutoff, or expired: refused here, but the peer may have
-                # taken it in before it knew; that is no reason to drop the session.
+            except (CertificateError, UnreadableEntry, DecryptionError, Quarantined) as exc:
+                # Revoked past its cutoff, expired, unreadable inside, or from a forked
+                # origin: the origin's doing (or news the peer had not heard yet), not the
+                # forwarding peer's, so no reason to drop the session.
                 self._alert("entry_refused", None, str(exc))
+                refused = True
+                continue
+            except ChainBroken as exc:
+                # The origin signed an entry that chains to a predecessor we do not hold:
+                # it has two histories, and the peer merely holds the other one.
+                self._alert("fork_suspected", None, str(exc))
+                refused = True
                 continue
             except TillmeshError as exc:
                 raise SessionProtocolError(f"entry refused: {type(exc).__name__}: {exc}") from None
             entry = result.entry
+            origins.add(entry.origin)
             session.confirm(entry.origin, entry.seq)
             session.tell(entry.origin, entry.seq)
             if entry.seq > holds.get(entry.origin, 0):
@@ -450,11 +476,16 @@ class Engine:
             own = own or entry.origin == session.number
             if result.group is not None and len(self._opened) < MAX_OPENED_CACHE:
                 self._opened[(entry.origin, entry.seq)] = result.group
+        if refused and now_ms >= session.next_correction_ms:
+            # The peer counts what we did not take in as delivered; a full have puts it
+            # right (at most once per have interval: what failed now may well fail again).
+            session.next_correction_ms = now_ms + self.config.have_interval_ms
+            self._send_have(session, full=True)
         if fresh:
             self._apply_ready(now_ms)
             if self._forward_eagerly:
                 self._push_all()
-        return own
+        return own, origins
 
     def _send(self, session: Session, frame: list, payload: int = 0) -> None:
         if session.channel.state is ChannelState.CLOSED:
@@ -463,11 +494,11 @@ class Engine:
         session.stats.frames_sent += 1
         session.stats.payload_bytes_sent += payload
 
-    def _send_have(self, session: Session, *, full: bool, ack_origin: int | None = None) -> None:
+    def _send_have(self, session: Session, *, full: bool, ack_origins: set[int] = frozenset()) -> None:
         """Send the whole vector, or only what the peer does not know we hold (nothing: no frame)."""
         vector = self.store.version_vector()
         if not full:
-            vector = {o: s for o, s in vector.items() if s > session.told.get(o, 0) or o == ack_origin}
+            vector = {o: s for o, s in vector.items() if s > session.told.get(o, 0) or o in ack_origins}
             if not vector:
                 return
         for origin, seq in vector.items():
@@ -525,6 +556,8 @@ class Engine:
 
     def _flush(self, session: Session, batch: list[bytes], size: int) -> None:
         ask = session.unconfirmed_bytes >= WINDOW_BYTES // 2
+        if session.channel.state is ChannelState.CLOSED:
+            return
         self._send(session, ["entries", batch, ask], payload=size)
         session.stats.entries_sent += len(batch)
 
@@ -573,10 +606,18 @@ class Engine:
         self._rights_work(now_ms)
 
     def _rights_work(self, now_ms: int) -> None:
-        if self._rights_dirty and self.replica is not None and not self._replaying:
-            self._rights_dirty = False
-            self._answer_requests(now_ms)
-            self._clear_own_requests(now_ms)
+        # A loop, not recursion: each answer commits, and a commit lands back here. Each
+        # round answers every open shortfall once, so the loop ends when nothing is left.
+        if self._answering or self.replica is None or self._replaying:
+            return
+        self._answering = True
+        try:
+            while self._rights_dirty:
+                self._rights_dirty = False
+                self._answer_requests(now_ms)
+                self._clear_own_requests(now_ms)
+        finally:
+            self._answering = False
 
     def _ready(self, origin: int, seq: int) -> tuple[bool, DeltaGroup | None]:
         """Whether entry ``seq`` of ``origin`` can be applied now, and its opened group."""
@@ -604,9 +645,12 @@ class Engine:
                 roles = ", ".join(cert.roles) if cert else "no certificate"
                 self._alert("unauthorized", origin, f"entry {origin}/{seq}: {roles} may not write {key!r}; skipped")
                 continue
-            if not writes_only_own_slots(delta, origin) or (
-                    isinstance(delta, BoundedCounter) and not income_is_known(delta, replica.state(key), origin)):
+            if not writes_only_own_slots(delta, origin) or (key[0] == "rights" and key[2] != origin):
                 self._alert("unauthorized", origin, f"entry {origin}/{seq}: forged slots for {key!r}; skipped")
+                continue
+            if isinstance(delta, BoundedCounter) and not self._spends_within_rights(key, delta, origin):
+                self._alert("unauthorized", origin, f"entry {origin}/{seq}: spends rights it does not hold "
+                                                    f"on {key!r}; skipped")
                 continue
             allowed.append((key, delta))
         skew = self.clock.observe(group.hlc, now_ms)
@@ -624,6 +668,15 @@ class Engine:
         if any(k[0] in ("rights", "member") for k in keys):
             self._rights_dirty = True
 
+    def _spends_within_rights(self, key: tuple, delta: BoundedCounter, origin: int) -> bool:
+        """An honest writer's delta, applied in causal order, cites only income we hold and
+        leaves the writer's rights at zero or more; anything else is made up."""
+        state = self.replica.state(key)
+        if not income_is_known(delta, state, origin):
+            return False
+        state.merge(delta)
+        return state.rights(origin) >= 0
+
     # -- escrow rights --------------------------------------------------------------------
 
     def open_requests(self) -> list[tuple[tuple, int]]:
@@ -631,8 +684,12 @@ class Engine:
         replica = self.replica
         if replica is None:
             return []
-        return [(key, replica.value(key)) for key in replica.keys()
-                if key[0] == "rights" and isinstance(replica.value(key), int) and replica.value(key) > 0]
+        requests = []
+        for key in replica.keys("rights"):
+            amount = replica.value(key)
+            if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0:
+                requests.append((key, amount))
+        return requests
 
     def _answer_requests(self, now_ms: int) -> None:
         replica = self.replica
@@ -649,12 +706,12 @@ class Engine:
             # What the requester still lacks, as this replica sees it: our own transfers
             # are applied here at once, so we never answer the same shortfall twice, and
             # the rule needs no memory beyond the replicated state (a restart changes nothing).
-            give = min(counter.rights(self.number), amount - counter.rights(device))
+            give = min(counter.rights(self.number), amount - counter.rights(device), MAX_AMOUNT)
             if give <= 0:
                 continue
             try:
                 self.commit(lambda tx: tx.transfer(balance, device, give), now_ms)
-            except (InsufficientRights, Unauthorized) as exc:
+            except TillmeshError as exc:
                 self._alert("rights_refused", self.number, f"could not answer {key!r}: {exc}")
 
     def _clear_own_requests(self, now_ms: int) -> None:

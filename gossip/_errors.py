@@ -5,7 +5,7 @@ from crdt_types import IntegrityError, RemoteProtocolError, TillmeshError
 __all__ = [
     "MalformedData", "BadSignature", "CertificateError", "WrongNetwork", "CertificateExpired",
     "Revoked", "UnknownOrigin", "ChainBroken", "SeqGap", "ForkDetected", "Quarantined",
-    "EpochUnavailable", "DecryptionError",
+    "EpochUnavailable", "DecryptionError", "UnreadableEntry",
 ]
 
 
@@ -61,6 +61,11 @@ class Quarantined(IntegrityError):
 
 class EpochUnavailable(TillmeshError):
     """An entry sealed under a data-key epoch this keyring does not hold (a relay, or revoked)."""
+
+
+class UnreadableEntry(MalformedData):
+    """A validly signed entry whose opened payload is not a delta group: its origin's fault,
+    not that of the peer who forwarded it (a relay cannot look inside)."""
 
 
 class DecryptionError(IntegrityError):

@@ -31,6 +31,7 @@ from ._errors import (
     MalformedData,
     Quarantined,
     SeqGap,
+    UnreadableEntry,
 )
 from ._identity import AUTHORITY_NUMBER, MAX_DEVICE_NUMBER, RandomBytes, _random, verify_signature
 from ._keyring import Keyring
@@ -114,11 +115,14 @@ class Feeds:
             raise EpochUnavailable(f"entry {entry.origin}/{entry.seq} is sealed under epoch {entry.epoch}, "
                                    "which this device does not hold")
         # The plaintext is authenticated by the AEAD tag, so its encoding cannot be malleated.
-        payload = decode(open_body(entry, key), limit=MAX_ENTRY_BYTES, what="entry payload", require_canonical=False)
+        try:
+            payload = decode(open_body(entry, key), limit=MAX_ENTRY_BYTES, what="entry payload", require_canonical=False)
+        except MalformedData as exc:
+            raise UnreadableEntry(str(exc)) from None
         try:
             return DeltaGroup.from_wire(payload, entry.origin)
         except (MalformedWire, InvalidInput) as exc:
-            raise MalformedData(f"entry {entry.origin}/{entry.seq}: {exc}") from None
+            raise UnreadableEntry(f"entry {entry.origin}/{entry.seq}: {exc}") from None
 
     def append_local(self, group: DeltaGroup, *, deps: dict[int, int] | None = None,
                      random_bytes: RandomBytes, now_ms: int) -> Entry:

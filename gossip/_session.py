@@ -160,7 +160,10 @@ class Session:
     known: dict[int, int] = field(default_factory=dict)  # origin -> seq the peer holds
     told: dict[int, int] = field(default_factory=dict)  # origin -> seq the peer knows we hold
     push_due_ms: int | None = None  # when a delayed push is due (EngineConfig.push_delay_ms)
-    unconfirmed: dict[tuple[int, int], int] = field(default_factory=dict)  # (origin, seq) -> bytes
+    next_correction_ms: int = 0  # earliest time for another have correcting the peer's view
+    # origin -> {seq: bytes} sent but not yet confirmed; per origin so that a have naming many
+    # origins costs time in proportion to what it confirms, not to everything in flight.
+    unconfirmed: dict[int, dict[int, int]] = field(default_factory=dict)
     unconfirmed_bytes: int = 0
     next_have_ms: int = 0
     haves_sent: int = 0
@@ -180,16 +183,27 @@ class Session:
         """The peer has shown (in a have, or by sending it) that it holds ``origin`` up to ``seq``."""
         if seq > self.known.get(origin, 0):
             self.known[origin] = seq
-        if self.unconfirmed:
-            for key in [k for k in self.unconfirmed if k[0] == origin and k[1] <= seq]:
-                self.unconfirmed_bytes -= self.unconfirmed.pop(key)
+        pending = self.unconfirmed.get(origin)
+        if pending:
+            for sent_seq in [s for s in pending if s <= seq]:
+                self.unconfirmed_bytes -= pending.pop(sent_seq)
+            if not pending:
+                del self.unconfirmed[origin]
 
-    def correct(self, origin: int, seq: int) -> None:
-        """A full have says the peer holds only ``seq``: if nothing is in flight for that
-        origin, believe it, so entries it failed to take in (a deferred epoch, say) are sent
-        again."""
-        if self.known.get(origin, 0) > seq and not any(k[0] == origin for k in self.unconfirmed):
-            self.known[origin] = seq
+    def correct(self, vector: dict[int, int]) -> None:
+        """A full have is the peer's whole truth: what we sent and it does not list, it did
+        not take in (a deferred epoch, a refused entry). Forget those as in flight and
+        believe the have, so the window cannot fill with entries that will never be
+        confirmed and what it lacks is sent again. An entry still truly in flight may be
+        sent twice; the peer takes the second copy as a no-op."""
+        for origin, pending in list(self.unconfirmed.items()):
+            for sent_seq in [s for s in pending if s > vector.get(origin, 0)]:
+                self.unconfirmed_bytes -= pending.pop(sent_seq)
+            if not pending:
+                del self.unconfirmed[origin]
+        for origin in list(self.known):
+            if self.known[origin] > vector.get(origin, 0):
+                self.known[origin] = vector.get(origin, 0)
 
     def tell(self, origin: int, seq: int) -> None:
         """The peer now knows we hold ``origin`` up to ``seq``."""
@@ -200,5 +214,5 @@ class Session:
         """We sent the peer this entry: it will hold it unless the session breaks."""
         self.known[origin] = max(self.known.get(origin, 0), seq)
         self.tell(origin, seq)
-        self.unconfirmed[(origin, seq)] = size
+        self.unconfirmed.setdefault(origin, {})[seq] = size
         self.unconfirmed_bytes += size
