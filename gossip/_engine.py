@@ -82,7 +82,7 @@ from ._store import FeedStore
 
 __all__ = [
     "Engine", "EngineConfig", "Alert", "AppliedChange", "AckState", "Unauthorized",
-    "MAX_PEERS", "MAX_OPENED_CACHE",
+    "MAX_PEERS", "MAX_OPENED_CACHE", "MAX_OPENED_CACHE_BYTES",
 ]
 
 # Concurrent sessions: a shop has tens of devices; an anchor serves a few branches.
@@ -90,6 +90,9 @@ MAX_PEERS = 256
 # Opened (decrypted) groups kept while they wait for their causal predecessors; beyond
 # this they are dropped and re-opened from the store when their turn comes.
 MAX_OPENED_CACHE = 10_000
+# ... and at most this many bytes of them, counted as encoded entries (a decoded group
+# takes several times its wire size in memory).
+MAX_OPENED_CACHE_BYTES = 8 * 1024 * 1024
 
 
 class Unauthorized(InvalidInput):
@@ -179,7 +182,8 @@ class Engine:
         self._alerts: list[Alert] = []
         self._applied_out: list[AppliedChange] = []
         self._applied: dict[int, int] = {}  # origin -> highest seq applied to the replica
-        self._opened: dict[tuple[int, int], DeltaGroup | None] = {}
+        self._opened: dict[tuple[int, int], tuple[DeltaGroup, int]] = {}  # -> (group, entry bytes)
+        self._opened_bytes = 0
         self._touched: dict[tuple, dict[int, int]] = {}  # bounded-counter key -> origin -> seq
         self._peer_holds: dict[int, dict[int, int]] = {}  # device -> origin -> seq it holds
         self._relays: set[int] = set()
@@ -283,7 +287,7 @@ class Engine:
         finally:
             # Durable (or refused): from here the group is applied like any stored entry.
             self.replica.discard(group)
-        self._opened[(entry.origin, entry.seq)] = group
+        self._cache_group(entry.origin, entry.seq, group, len(entry.encode()))
         self._apply_ready(now_ms)
         self._push_all()
         return group
@@ -474,8 +478,8 @@ class Engine:
                 continue
             fresh = True
             own = own or entry.origin == session.number
-            if result.group is not None and len(self._opened) < MAX_OPENED_CACHE:
-                self._opened[(entry.origin, entry.seq)] = result.group
+            if result.group is not None:
+                self._cache_group(entry.origin, entry.seq, result.group, len(data))
         if refused and now_ms >= session.next_correction_ms:
             # The peer counts what we did not take in as delivered; a full have puts it
             # right (at most once per have interval: what failed now may well fail again).
@@ -619,15 +623,22 @@ class Engine:
         finally:
             self._answering = False
 
+    def _cache_group(self, origin: int, seq: int, group: DeltaGroup, size: int) -> None:
+        """Keep an opened group for its turn, within both cache bounds; else it is re-opened."""
+        if len(self._opened) < MAX_OPENED_CACHE and self._opened_bytes + size <= MAX_OPENED_CACHE_BYTES:
+            self._opened[(origin, seq)] = (group, size)
+            self._opened_bytes += size
+
     def _ready(self, origin: int, seq: int) -> tuple[bool, DeltaGroup | None]:
         """Whether entry ``seq`` of ``origin`` can be applied now, and its opened group."""
-        group = self._opened.pop((origin, seq), None)
+        group, size = self._opened.pop((origin, seq), (None, 0))
+        self._opened_bytes -= size
         if origin == AUTHORITY_NUMBER or self.replica is None:
             return True, None  # control records are applied to the keyring on ingest
         entry = Entry.decode(self.store.get(origin, seq))
         if any(self._applied.get(o, 0) < s for o, s in entry.deps):
-            if group is not None and len(self._opened) < MAX_OPENED_CACHE:
-                self._opened[(origin, seq)] = group
+            if group is not None:
+                self._cache_group(origin, seq, group, size)
             return False, None
         if group is None:
             try:
