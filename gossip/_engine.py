@@ -52,7 +52,7 @@ from crdt_types import (
 )
 
 from ._channel import ChannelClosed, ChannelEstablished, ChannelState, FrameReceived, SecureChannel
-from ._entry import Entry
+from ._entry import Entry, entry_hash
 from ._errors import (
     CertificateError,
     ChainBroken,
@@ -249,7 +249,8 @@ class Engine:
                 self._stream(session)
             if now_ms >= session.next_have_ms:
                 session.haves_sent += 1
-                self._send_have(session, full=session.haves_sent % self.config.full_have_every == 0)
+                full = session.haves_sent % self.config.full_have_every == 0
+                self._send_have(session, full=full, with_heads=full)
                 session.next_have_ms = now_ms + self._have_interval()
                 self._stream(session)
 
@@ -416,6 +417,8 @@ class Engine:
                     holds[origin] = seq
             if full:
                 session.correct(vector)
+            if len(obj) == 4:
+                self._compare_heads(session, vector, obj[3])
             self._stream(session)
         elif kind is Frame.ENTRIES:
             batch, ack = arg
@@ -446,6 +449,11 @@ class Engine:
                 result = self.feeds.ingest(data, now_ms)
             except ForkDetected as exc:
                 self._alert("fork", exc.origin, str(exc), exc.evidence)
+                # Hand the evidence to every peer: whichever entry it holds, the other one
+                # proves the fork to it too, and it quarantines the origin as well.
+                for other in self._sessions.values():
+                    if other.state is SessionState.LIVE:
+                        self._send(other, ["entries", list(exc.evidence), False], payload=sum(map(len, exc.evidence)))
                 continue
             except (EpochUnavailable, SeqGap, UnknownOrigin) as exc:
                 # Not this peer's fault: the certificate, epoch grant or predecessors come later.
@@ -498,7 +506,22 @@ class Engine:
         session.stats.frames_sent += 1
         session.stats.payload_bytes_sent += payload
 
-    def _send_have(self, session: Session, *, full: bool, ack_origins: set[int] = frozenset()) -> None:
+    def _compare_heads(self, session: Session, vector: dict[int, int], heads: dict[int, bytes]) -> None:
+        """Where the peer's entry at a seq we hold has another hash, the origin forked: send
+        the peer our entry, whose ingest gives it both signed entries as evidence (and it
+        does the same for us at its next full have)."""
+        quarantined = self.store.quarantined()
+        for origin, claimed in heads.items():
+            if origin in quarantined:
+                continue
+            ours = self.store.get(origin, vector[origin])
+            if ours is None or entry_hash(ours) == claimed:
+                continue
+            self._alert("fork_suspected", origin, f"device {origin}: the peer holds another entry at seq {vector[origin]}")
+            self._send(session, ["entries", [ours], False], payload=len(ours))
+
+    def _send_have(self, session: Session, *, full: bool, ack_origins: set[int] = frozenset(),
+                   with_heads: bool = False) -> None:
         """Send the whole vector, or only what the peer does not know we hold (nothing: no frame)."""
         vector = self.store.version_vector()
         if not full:
@@ -507,7 +530,14 @@ class Engine:
                 return
         for origin, seq in vector.items():
             session.tell(origin, seq)
-        self._send(session, ["have", vector, full])
+        if with_heads:
+            # Equal seqs can hide a fork (the origin signed two entries at one seq); the head
+            # hashes let the peer see it. Quarantined origins are left out: already known.
+            quarantined = self.store.quarantined()
+            heads = {o: h.hash for o, h in self.store.heads().items() if o not in quarantined}
+            self._send(session, ["have", vector, full, heads])
+        else:
+            self._send(session, ["have", vector, full])
 
     def _have_interval(self) -> int:
         interval = self.config.have_interval_ms

@@ -10,6 +10,7 @@ without waiting for the next write. ``ping``/``pong`` detect a silent peer; ``by
 with a reason. The frames:
 
     ["have", {origin: seq, ...}, full]   full = the whole vector, else only what changed
+    ["have", {...}, true, {origin: hash}]  periodic full haves add each head's entry hash
     ["entries", [entry, ...], ack]       ack = please answer with a have (back-pressure)
     ["ping", n] / ["pong", n]
     ["bye", reason]
@@ -112,11 +113,16 @@ def parse_frame(obj: Any) -> tuple[Frame, Any]:
     if not isinstance(obj, list) or not obj or not isinstance(obj[0], str):
         raise SessionProtocolError("a frame is an array starting with its name")
     name, args = obj[0], obj[1:]
-    if name == "have" and len(args) == 2 and isinstance(args[0], dict) and isinstance(args[1], bool):
+    if name == "have" and len(args) in (2, 3) and isinstance(args[0], dict) and isinstance(args[1], bool):
         vector = args[0]
         if len(vector) > MAX_HAVE_ORIGINS or not all(
                 _is_int(o, 0, 2**20) and _is_int(s, 0, 2**53) for o, s in vector.items()):
             raise SessionProtocolError("have: expected {device number: seq} within bounds")
+        if len(args) == 3:
+            heads = args[2]
+            if not (args[1] and isinstance(heads, dict) and len(heads) <= len(vector) and all(
+                    o in vector and isinstance(h, bytes) and len(h) == 32 for o, h in heads.items())):
+                raise SessionProtocolError("have: head hashes come with a full vector, 32 bytes per listed origin")
         return Frame.HAVE, (vector, args[1])
     if name == "entries" and len(args) == 2 and isinstance(args[0], list) and isinstance(args[1], bool):
         batch = args[0]

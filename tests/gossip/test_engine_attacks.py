@@ -3,11 +3,11 @@
 Each test is a repro from a review of the engine, kept so the defence stays in place.
 """
 
-from crdt_types import BoundedCounter, DeltaGroup, LWWRegister, Timestamp
-from gossip import Feeds
+from crdt_types import BoundedCounter, DeltaGroup, LWWRegister, PNCounter, Timestamp
+from gossip import Entry, Feeds, Loopback, MemoryFeedStore
 from node._policy import POS_POLICY
 
-from .engine_helpers import T0, HandPeer, Pair, Shop
+from .engine_helpers import T0, HandPeer, Pair, Shop, heal
 
 BALANCE = ("member", "alice", "balance")
 
@@ -102,3 +102,38 @@ def test_a_flood_of_requests_in_other_names_is_skipped_without_raising():
     rogue.connect(A).send(["entries", [rogue.entry(ops)], False], T0)  # used to raise RecursionError
     assert A.replica.state(BALANCE).rights(a) == 10_000
     assert [alert.kind for alert in A.alerts()].count("unauthorized") == 400
+
+
+
+def test_a_fork_at_equal_height_is_found_and_every_member_quarantines_the_origin():
+    """The origin signs two different seq-1 entries, one to each of two members. Version
+    vectors agree, so only the head hashes of periodic full haves can show the fork."""
+    shop = Shop()
+    for name in ("a", "b", "c", "m"):
+        shop.enroll(name)
+    net = Loopback()
+    engines = {name: net.add(name, shop.engine(name)) for name in ("a", "b", "c")}
+    stock = ("stock", "central", "sku1")
+    honest = Rogue(shop, "m")
+    twin = Rogue(shop, "m")
+    twin.feeds = Feeds(shop.keyring("m"), copy_store(shop.store("m")))
+    five = PNCounter().add(honest.number, 5)
+    seven = PNCounter().add(twin.number, 7)
+    honest.connect(engines["a"]).send(["entries", [honest.entry([(stock, five)])], False], T0)
+    twin.connect(engines["b"]).send(["entries", [twin.entry([(stock, seven)])], False], T0)
+    engines["a"].disconnected("m", T0)
+    engines["b"].disconnected("m", T0)
+    now = heal(net, T0)
+    for _ in range(20):  # enough anti-entropy rounds for a full have with head hashes
+        now += 5_000
+        net.tick(now)
+    assert all(list(engine.store.quarantined()) == [honest.number] for engine in engines.values())
+    assert any(alert.kind == "fork" for engine in engines.values() for alert in engine.alerts())
+
+
+def copy_store(store: MemoryFeedStore) -> MemoryFeedStore:
+    out = MemoryFeedStore()
+    for origin in store.heads():
+        for seq, data in enumerate(store.read(origin, 1), start=1):
+            out.append(origin, seq, Entry.decode(data).hash, data)
+    return out
