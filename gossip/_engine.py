@@ -44,11 +44,9 @@ from crdt_types import (
     MAX_AMOUNT,
     BoundedCounter,
     DeltaGroup,
-    InsufficientRights,
     InvalidInput,
     Replica,
     TillmeshError,
-    Timestamp,
 )
 
 from ._channel import ChannelClosed, ChannelEstablished, ChannelState, FrameReceived, SecureChannel

@@ -396,3 +396,15 @@ def decode_or_malformed(decode: Callable[[Any], Any], obj: Any) -> Any:
         return decode(obj)
     except MalformedWire:
         return None
+
+
+def check_mutated_wire(kind: str, decode: Callable[[Any], Any], data: Any, program: Any, *, commutes: bool = True) -> None:
+    """A mutated wire form of a real state decodes to a value that round-trips (and, where
+    ``commutes``, merges in either order alike) or is refused with ``MalformedWire``."""
+    net = Net(kind, MIXED_IDS[:3], causal=False).run(program)
+    wire = cbor2.loads(cbor2.dumps(net.states[0].to_wire()))
+    decoded = decode_or_malformed(decode, data.draw(mutated(wire)))
+    if decoded is not None:
+        assert roundtrip(decoded) == decoded
+        if commutes:
+            assert merged(net.states[1], decoded) == merged(decoded, net.states[1])

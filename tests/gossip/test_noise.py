@@ -54,6 +54,7 @@ def _load_vectors() -> list:
         return [
             pytest.param(
                 None,
+                # Issue 3: skip naming the path where ../shared is absent; test_ci_has_the_vectors fails in CI.
                 marks=pytest.mark.skip(reason=f"Noise test vectors not found at {VECTORS_PATH}"),
             )
         ]
@@ -165,7 +166,7 @@ def test_vector(vector: dict) -> None:
 
 
 def test_default_protocol_is_in_the_vectors() -> None:
-    if not VECTORS_PATH.is_file():
+    if not VECTORS_PATH.is_file():  # developer checkout without ../shared; CI fails instead (above)
         pytest.skip(f"Noise test vectors not found at {VECTORS_PATH}")
     names = {v["protocol_name"] for v in json.loads(VECTORS_PATH.read_text())}
     assert PROTOCOL_NAME.decode() in names
