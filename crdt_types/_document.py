@@ -20,28 +20,50 @@ content); an update still waiting for its predecessors is not visible to it.
 
 Yrs stores small integers as doubles (JavaScript numbers). Floats are refused on input, so
 every integral double read back is turned into an int again.
+
+Update bytes from the network are walked by ``parse_update`` (_yupdate.py) before Yrs sees
+them: Yrs reserves memory for whatever counts an update declares, and only the parse can
+tell which client ids write structs in it, which the engine checks against the sender.
+
+The parse also says how the update's items attach, and ``from_payload`` admits only the
+shape this document has (``_check_shape``): items under the root ``fields`` (by map key)
+or ``lines`` (no key), or implied by an origin, holding plain data. An update is judged by
+its bytes alone, never by the state it will be merged into: replicas receive deltas in
+different orders, and a refusal that depended on what a replica already holds would make
+them hold different sets of updates for good. This matters because Yrs itself refuses
+late: an item that names another client's plain item as its parent waits harmlessly in an
+empty document, but once that item is present Yrs cannot integrate it, and every later
+rebuild of the view raises. As a last line, reading a view that Yrs cannot build raises
+``IntegrityError``, never a bare Yrs error.
 """
 
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import pycrdt
 
 from ._check import canonical, require_int, require_replica, require_value, wire_header
-from ._errors import InvalidInput, MalformedWire
+from ._errors import IntegrityError, InvalidInput, MalformedWire, TillmeshError
+from ._yupdate import MAX_UPDATE_BYTES, UpdateInfo, parse_update
 
 __all__ = ["Document", "client_id_for"]
 
-# One transaction's update: an order with a hundred lines is a few KiB.
-MAX_UPDATE_BYTES = 64 * 1024
 # Yrs stores numbers as doubles: integers beyond 2**53 would come back rounded.
 MAX_DOC_INT = 2**53 - 1
 MAX_LINES = 1000
 _DEVICE_ID_LIMIT = 2**52
 # Client id of a copy that only receives; it is never used to write.
 _READER_CLIENT_ID = 2**53 - 1
+# The two roots of a document: ``fields`` is used as a map (its items carry a key),
+# ``lines`` as an array (its items carry none).
+_MAP_ROOT, _ARRAY_ROOT = "fields", "lines"
+# Item content that holds plain data (lib0 any values, strings, bytes) or marks a deletion:
+# what a document's own edits write. Nested shared types, subdocuments and rich-text
+# format/embed content never are (a format item under a map key even breaks pycrdt's read).
+_PLAIN_CONTENTS = frozenset({"any", "string", "binary", "deleted"})
 
 
 def client_id_for(replica: Any) -> int:
@@ -89,8 +111,50 @@ def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _state_vector(doc: pycrdt.Doc) -> tuple[tuple[int, int], ...]:
-    data = doc.get_state()
+def _check_shape(info: UpdateInfo) -> None:
+    """Refuse an update that could not have been written by a document's own edits.
+
+    Judged from the update alone: every replica refuses the same bytes, whatever it holds.
+
+    Raises:
+        MalformedWire: an item names an item as its parent (only a nested shared type can
+            be one, and documents hold none), names a root other than ``fields`` and
+            ``lines``, gives a map key under ``lines``, or content is not plain data.
+    """
+    if info.parent_items:
+        client, clock = min(info.parent_items)
+        raise MalformedWire(
+            f"doc: an item gives item {client}:{clock} as its parent; a document's items "
+            f"attach to its roots, never to other items"
+        )
+    others = info.roots - {_MAP_ROOT, _ARRAY_ROOT}
+    if others:
+        raise MalformedWire(
+            f"doc: an item gives root {sorted(others)[0]!r} as its parent; a document has only "
+            f"{_MAP_ROOT!r} and {_ARRAY_ROOT!r}"
+        )
+    if _ARRAY_ROOT in info.keyed_roots:
+        raise MalformedWire(f"doc: an item gives a map key under {_ARRAY_ROOT!r}, which is an array")
+    foreign = info.contents - _PLAIN_CONTENTS
+    if foreign:
+        names = {"type": "a nested shared type", "doc": "a subdocument"}
+        kind = sorted(foreign)[0]
+        raise MalformedWire(f"doc: an item holds {names.get(kind, kind + ' content')}; a document holds plain data")
+
+
+@contextmanager
+def _yrs_errors(doing: str) -> Iterator[None]:
+    """Turn whatever Yrs raises (ValueError, RuntimeError, KeyError, a Rust panic, which is
+    a BaseException) into ``IntegrityError``: callers see tillmesh's errors only."""
+    try:
+        yield
+    except (TillmeshError, KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:
+        raise IntegrityError(f"doc: Yrs cannot {doing} ({type(exc).__name__}: {exc})") from exc
+
+
+def _state_vector(data: bytes) -> tuple[tuple[int, int], ...]:
     count, pos = _read_varuint(data, 0)
     pairs = []
     for _ in range(count):
@@ -105,28 +169,38 @@ class Document:
     CODE = 5  # one-byte type code inside delta groups
     VERSION = 1
 
-    __slots__ = ("_view", "_writer", "_log")
+    __slots__ = ("_view", "_writer", "_log", "_parsed")
 
     def __init__(self) -> None:
         self._view: pycrdt.Doc | None = None  # rebuilt from the log on demand
         self._writer: Any = None
         self._log: bytes = pycrdt.Doc(client_id=_READER_CLIENT_ID).get_update()
+        # The parse of the log it was made from: valid while that log is still ``_log``.
+        self._parsed: tuple[bytes, UpdateInfo] | None = None
 
     @property
     def _doc(self) -> pycrdt.Doc:
         if self._view is None:
             client = _READER_CLIENT_ID if self._writer is None else client_id_for(self._writer)
             view = pycrdt.Doc(client_id=client)
-            view.apply_update(self._log)
+            with _yrs_errors("rebuild the document from its log"):
+                view.apply_update(self._log)
             self._view = view
         return self._view
 
     @property
     def value(self) -> dict:
-        """``{"fields": {...}, "lines": [...]}`` as plain Python data."""
-        fields = self._doc.get("fields", type=pycrdt.Map)
-        lines = self._doc.get("lines", type=pycrdt.Array)
-        return {"fields": _plain(fields.to_py() or {}), "lines": _plain(lines.to_py() or [])}
+        """``{"fields": {...}, "lines": [...]}`` as plain Python data.
+
+        Raises:
+            IntegrityError: Yrs cannot build or read the state (never for updates that
+                ``from_payload`` admitted or this document's edits wrote).
+        """
+        doc = self._doc
+        with _yrs_errors("read the document"):
+            fields = doc.get(_MAP_ROOT, type=pycrdt.Map)
+            lines = doc.get(_ARRAY_ROOT, type=pycrdt.Array)
+            return {"fields": _plain(fields.to_py() or {}), "lines": _plain(lines.to_py() or [])}
 
     def change(self, replica: Any, edit: Callable[[pycrdt.Map, pycrdt.Array], None]) -> "Document":
         """Run ``edit(fields, lines)`` in one Yrs transaction written by ``replica``.
@@ -196,15 +270,41 @@ class Document:
     def merge(self, other: "Document") -> None:
         if not isinstance(other, Document):
             raise InvalidInput(f"cannot merge {type(other).__name__} into Document")
-        self._log = pycrdt.merge_updates(self._log, other._log)
-        self._view = None
+        # Raises IntegrityError (state unchanged) should Yrs refuse to fold the logs.
+        with _yrs_errors("merge the update logs"):
+            log = pycrdt.merge_updates(self._log, other._log)
+        self._log, self._view = log, None
 
     def copy(self) -> "Document":
         return Document._from_update(self._log)
 
+    def writers(self) -> frozenset[int]:
+        """The Yrs client ids that own structs in this document's update log.
+
+        For a delta this is the writer of its transaction (``client_id_for(replica)``), or
+        nothing for a transaction that only deleted. Deleting other clients' items does not
+        make a client a writer.
+
+        Returns:
+            The client ids, as ``client_id_for`` maps replicas to them.
+        """
+        parsed = self._parsed
+        if parsed is None or parsed[0] is not self._log:
+            # The log was written by this process's Yrs, or admitted by from_payload.
+            parsed = (self._log, parse_update(self._log, trusted=True))
+            self._parsed = parsed
+        return parsed[1].writers
+
     def fingerprint(self) -> list:
-        """Plain data equal on two replicas iff they hold the same document state."""
-        return [[list(pair) for pair in _state_vector(self._doc)], self.value]
+        """Plain data equal on two replicas iff they hold the same document state.
+
+        Raises:
+            IntegrityError: as ``value``.
+        """
+        doc = self._doc
+        with _yrs_errors("read the state vector"):
+            state = doc.get_state()
+        return [[list(pair) for pair in _state_vector(state)], self.value]
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Document):
@@ -228,14 +328,44 @@ class Document:
 
     @classmethod
     def from_payload(cls, payload: Any, *, writer: Any = None) -> "Document":
-        """Decode the payload alone (inside a delta group the tag and version are implied)."""
+        """Decode the payload alone (inside a delta group the tag and version are implied).
+
+        Raises:
+            MalformedWire: the payload is not a Yrs update within the limits of _yupdate.py,
+                or not one of a document's shape (see ``_check_shape``).
+        """
         update = payload
         if not isinstance(update, bytes) or len(update) > MAX_UPDATE_BYTES:
             raise MalformedWire(f"doc: expected an update of at most {MAX_UPDATE_BYTES} bytes")
         try:
+            # Before Yrs: it would reserve memory for whatever counts the bytes declare.
+            info = parse_update(update)
+        except MalformedWire as exc:
+            raise MalformedWire(f"doc: {exc}") from None
+        # From the bytes alone, before Yrs: an item that Yrs can only refuse once the state
+        # it is merged into holds its parent must be refused here, on every replica alike.
+        _check_shape(info)
+        try:
+            # The parse bounds this work by the size of the update.
             pycrdt.Doc(client_id=_READER_CLIENT_ID).apply_update(update)  # garbage fails here, not later
-            return cls._from_update(update)
+            reread = pycrdt.merge_updates(update)
         except BaseException as exc:  # Yrs reports bad input as ValueError, a Rust panic as BaseException
             if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                 raise
             raise MalformedWire(f"doc: not a valid Yrs update ({exc})") from None
+        # writers() is what the engine admits a delta by, so it must be what Yrs reads:
+        # the update as Yrs re-encodes it has to name the same writers.
+        try:
+            reread_info = parse_update(reread, trusted=True)
+        except MalformedWire as exc:
+            raise MalformedWire(f"doc: Yrs re-encodes this update into one that does not parse ({exc})") from None
+        # Logs are folded with merge_updates, so what it writes must have the shape too.
+        _check_shape(reread_info)
+        reread_writers = reread_info.writers
+        if reread_writers != info.writers:
+            raise MalformedWire(
+                f"doc: the update declares writers {sorted(info.writers)} but Yrs reads {sorted(reread_writers)}"
+            )
+        delta = cls._from_update(update)
+        delta._parsed = (update, info)
+        return delta

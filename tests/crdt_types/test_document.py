@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crdt_types import Document, InvalidInput, MalformedWire, canonical, client_id_for
+from crdt_types import Document, InvalidInput, MalformedWire, canonical, client_id_for, parse_update
 
 from .strategies import (
     DEVICE_KEY,
@@ -314,3 +314,93 @@ def test_set_field_then_read_in_a_copy(name):
     assert doc.value["fields"][name] == "z"
     assert doc.copy().value == doc.value == roundtrip(doc).value
     assert canonical(doc.fingerprint()) == canonical(doc.copy().fingerprint())
+
+
+def test_deltas_name_their_writer_and_hostile_updates_never_reach_yrs_unbounded():
+    doc = Document()
+    assert doc.set_field("till-a", "table", 4).writers() == {client_id_for("till-a")}
+    assert doc.add_line(DEVICE_KEY, {"qty": 1}).writers() == {client_id_for(DEVICE_KEY)}
+    assert doc.remove_line(7, 0).writers() == frozenset()  # deleting another's line is not writing
+    assert roundtrip(doc).writers() == doc.writers() == {client_id_for("till-a"), client_id_for(DEVICE_KEY)}
+    # Declares a quarter of a billion clients: once cost Yrs half a GiB before it said no.
+    with pytest.raises(MalformedWire, match="number of clients"):
+        Document.from_wire(["doc", 1, bytes.fromhex("81a8a3773701fd9c0105")])
+
+
+# --- what the edits write is what from_payload admits -----------------------------------------
+#
+# from_payload refuses, from an update's bytes alone, items that give an item as their parent,
+# roots other than fields and lines, map keys under lines, and content that is not plain data
+# (see _check_shape). Everything a document's own edits write must still pass.
+
+def assert_a_documents_shape(data: bytes) -> None:
+    info = parse_update(data, trusted=True)
+    assert info.roots <= {"fields", "lines"}
+    assert info.keyed_roots <= {"fields"}
+    assert not info.parent_items
+    assert info.contents <= {"any", "string", "binary", "deleted"}
+
+
+copy_programs = st.lists(
+    st.one_of(
+        st.tuples(st.just("field"), st.integers(0, 2), st.sampled_from(["table", "status", "note"]),
+                  plain_values(max_int=MAX_DOC_INT)),
+        st.tuples(st.just("line"), st.integers(0, 2), plain_values(max_int=MAX_DOC_INT)),
+        st.tuples(st.just("remove"), st.integers(0, 2), st.integers(0, 100)),
+        st.tuples(st.just("sync"), st.integers(0, 2), st.integers(0, 2)),
+    ),
+    min_size=1, max_size=20,
+)
+
+
+@settings(max_examples=100)
+@given(ids=st.sampled_from(ID_POOLS), program=copy_programs)
+def test_every_delta_and_state_the_edits_write_passes_from_payload(ids, program):
+    copies = [Document() for _ in range(3)]
+    for kind, who, *args in program:
+        doc, me = copies[who], ids[who]
+        if kind == "sync":  # so that later edits follow, overwrite and remove others' items
+            doc.merge(copies[args[0]])
+            continue
+        if kind == "field":
+            delta = doc.set_field(me, args[0], args[1])
+        elif kind == "line":
+            delta = doc.add_line(me, {"by": who, "item": args[0]})
+        elif doc.value["lines"]:
+            delta = doc.remove_line(me, args[0] % len(doc.value["lines"]))
+        else:
+            continue
+        data = delta.to_wire()[2]
+        assert_a_documents_shape(data)
+        back = Document.from_payload(data)
+        assert back.writers() == delta.writers() and back == delta
+    for doc in copies:
+        data = doc.to_wire()[2]
+        assert_a_documents_shape(data)
+        if len(data) <= 64 * 1024:
+            assert Document.from_payload(data) == doc
+
+
+def test_edits_over_another_writers_items_pass_from_payload():
+    till, tablet = Document(), Document()
+    written = [till.add_line("till-a", {"sku": "tea", "mods": ["oat", {"hot": True}]}),
+               till.set_field("till-a", "status", {"open": [1, 2]}),
+               till.add_line("till-a", {"sku": "cake"})]
+    tablet.merge(till)
+    written += [
+        tablet.remove_line(DEVICE_KEY, 0),  # another writer's line
+        tablet.set_field(DEVICE_KEY, "status", ["paid", {"by": "card"}]),  # over another's value
+        tablet.add_line(DEVICE_KEY, {"sku": "soup"}),  # after another's line
+    ]
+    till.merge(tablet)
+    written.append(till.remove_line("till-a", 1))  # the tablet's line
+    for delta in written + [till, tablet]:
+        data = delta.to_wire()[2]
+        assert_a_documents_shape(data)
+        assert Document.from_payload(data) == delta
+    reader = Document()
+    for delta in reversed(written):
+        reader.merge(Document.from_payload(delta.to_wire()[2]))
+    assert reader == till
+    assert reader.value == {"fields": {"status": ["paid", {"by": "card"}]}, "lines": [{"sku": "cake"}]}
+
