@@ -15,17 +15,21 @@ from ._errors import (
     RemoteProtocolError,
     StorageError,
     TillmeshError,
+    UnknownKey,
+    UnknownOps,
 )
 from ._hlc import DEFAULT_MAX_SKEW_MS, HLC, ClockSkew, Timestamp
 from ._record import Record
 from ._register import LWWRegister
 from ._replica import GROUP_VERSION, MAX_OPS_PER_GROUP, DeltaGroup, MergeResult, Replica, Transaction
 from ._schema import CRDT_CODES, CRDT_TYPES, DEFAULT_SCHEMA, KeyRule, Schema
+from ._yupdate import UpdateInfo, parse_update
 
 __all__ = [
     "BoundedCounter", "ClockSkew", "CRDT_CODES", "GROUP_VERSION", "CRDT_TYPES", "DEFAULT_MAX_SKEW_MS", "DEFAULT_SCHEMA",
     "DeltaGroup", "Document", "HLC", "IntegrityError", "InsufficientRights", "InvalidInput",
     "KeyRule", "LWWRegister", "MAX_AMOUNT", "MAX_OPS_PER_GROUP", "MAX_TOTAL", "MalformedWire",
     "MergeResult", "PNCounter", "Record", "RemoteProtocolError", "Replica", "Schema",
-    "StorageError", "TillmeshError", "Timestamp", "Transaction", "canonical", "client_id_for",
+    "StorageError", "TillmeshError", "UnknownKey", "UnknownOps", "Timestamp", "Transaction", "canonical", "client_id_for",
+    "UpdateInfo", "parse_update",
 ]

@@ -11,6 +11,8 @@ __all__ = [
     "TillmeshError",
     "InvalidInput",
     "MalformedWire",
+    "UnknownOps",
+    "UnknownKey",
     "InsufficientRights",
     "RemoteProtocolError",
     "IntegrityError",
@@ -28,6 +30,15 @@ class InvalidInput(TillmeshError, ValueError):
 
 class MalformedWire(InvalidInput):
     """A wire structure (CBOR-ready object or bytes) does not have the expected shape."""
+
+
+class UnknownOps(MalformedWire):
+    """Well-formed wire data naming a key kind, key shape, CRDT type or format version that
+    this version does not know: written by a newer version, to be held, not refused."""
+
+
+class UnknownKey(InvalidInput):
+    """A key that matches no rule of the schema."""
 
 
 class InsufficientRights(TillmeshError):

@@ -38,6 +38,12 @@ class Timestamp:
         require_int("HLC milliseconds", self.ms, minimum=0, maximum=MAX_MS)
         require_int("HLC logical counter", self.logical, minimum=0, maximum=MAX_LOGICAL)
 
+    def successor(self) -> "Timestamp":
+        """The next stamp after this one."""
+        if self.logical < MAX_LOGICAL:
+            return Timestamp(self.ms, self.logical + 1)
+        return Timestamp(self.ms + 1, 0)
+
     def pack(self) -> int:
         return (self.ms << 16) | self.logical
 
@@ -99,6 +105,14 @@ class HLC:
         if remote > self._last:
             self._last = remote
         return None
+
+    def witness(self, stamp: Timestamp) -> None:
+        """Move the clock up to a stamp this replica itself wrote with (a register write
+        stamped above the one it replaces): later stamps must be higher still."""
+        if not isinstance(stamp, Timestamp):
+            raise InvalidInput(f"stamp must be a Timestamp, got {type(stamp).__name__}")
+        if stamp > self._last:
+            self._last = stamp
 
     def _advance(self, ms: int) -> Timestamp:
         if ms > self._last.ms:

@@ -16,7 +16,7 @@ from ._bounded import BoundedCounter
 from ._check import canonical, require_replica, wire_list
 from ._counter import PNCounter
 from ._document import Document
-from ._errors import InvalidInput, MalformedWire
+from ._errors import InvalidInput, MalformedWire, UnknownOps
 from ._hlc import Timestamp
 from ._record import Record
 from ._register import LWWRegister
@@ -60,6 +60,8 @@ class DeltaGroup:
             MalformedWire: any op is malformed or of the wrong type for its key.
         """
         version, packed, raw_ops = wire_list(obj, "delta group", length=3)
+        if type(version) is int and version > GROUP_VERSION:
+            raise UnknownOps(f"delta group: format version {version} is newer than this version's {GROUP_VERSION}")
         if type(version) is not int or version != GROUP_VERSION:
             raise MalformedWire(f"delta group: unsupported version {version!r}, expected {GROUP_VERSION}")
         try:
@@ -75,6 +77,8 @@ class DeltaGroup:
                 raise MalformedWire("delta op: expected [key, type code, payload]")
             raw_key, code, payload = op
             key, crdt = resolve(raw_key)
+            if type(code) is int and code > 0 and code not in CRDT_CODES:
+                raise UnknownOps(f"delta op for {key!r}: CRDT type code {code} is not known to this version")
             if type(code) is not int or CRDT_CODES.get(code) is not crdt:
                 raise MalformedWire(f"delta op for {key!r}: type code {code!r} but the key holds {crdt.TAG!r}")
             if key in seen:
@@ -107,6 +111,7 @@ class Transaction:
         self._work: dict[tuple, Any] = {}
         self._deltas: dict[tuple, Any] = {}
         self.delta: DeltaGroup | None = None
+        self.stamp = hlc  # the highest stamp this transaction wrote with
 
     def _target(self, key: tuple, expected: type) -> Any:
         crdt = self._replica.schema.type_of(key)
@@ -136,8 +141,43 @@ class Transaction:
         return self._keep(key, self._target(key, PNCounter).add(self._me, amount))
 
     def set(self, key: tuple, value: Any) -> LWWRegister:
-        """Register write (price, profile field, setting), stamped with the transaction's HLC."""
-        return self._keep(key, self._target(key, LWWRegister).set(value, self.hlc, self._me))
+        """Register write (price, profile field, setting), stamped with the transaction's HLC.
+
+        A write always wins over what its writer has seen: when the register already holds
+        a stamp at or above the transaction's (written by a device whose clock runs ahead,
+        within the skew the HLC tolerates), this write is stamped just above that one.
+        The highest stamp used is ``stamp``, which the caller's HLC must witness.
+        """
+        register = self._target(key, LWWRegister)
+        stamp = self.hlc
+        current = register.stamp
+        if current is not None and current[0] >= stamp:
+            stamp = current[0].successor()
+        if stamp > self.stamp:
+            self.stamp = stamp
+        return self._keep(key, register.set(value, stamp, self._me))
+
+    # Ops as data, the form an API or a simulator hands in: (verb, key, *arguments).
+    VERBS = {"add": 1, "set": 1, "increment": 1, "decrement": 1, "transfer": 2, "record": 1,
+             "set_field": 2, "add_line": 1, "remove_line": 1}
+
+    def apply(self, op: Any) -> Any:
+        """Run one op given as data, ``(verb, key, *arguments)``, e.g. ``("add", key, -2)``.
+
+        Raises:
+            InvalidInput: not such a tuple, an unknown verb, or the verb's own refusal.
+        """
+        if not isinstance(op, (tuple, list)) or len(op) < 2 or not isinstance(op[0], str):
+            raise InvalidInput(f"an op is (verb, key, *arguments), got {op!r}")
+        verb, key, args = op[0], op[1], tuple(op[2:])
+        arity = self.VERBS.get(verb)
+        if arity is None:
+            raise InvalidInput(f"unknown op verb {verb!r}; expected one of {sorted(self.VERBS)}")
+        if len(args) != arity:
+            raise InvalidInput(f"op {verb!r} takes {arity} argument(s) after the key, got {len(args)}")
+        if isinstance(key, list):
+            key = tuple(key)
+        return getattr(self, verb)(key, *args)
 
     def increment(self, key: tuple, amount: int) -> BoundedCounter:
         return self._keep(key, self._target(key, BoundedCounter).increment(self._me, amount))
@@ -185,6 +225,7 @@ class Replica:
         self._states: dict[tuple, Any] = {}
         self._kinds: dict[str, set[tuple]] = {}  # kind -> keys holding state
         self._prepared: DeltaGroup | None = None
+        self._digest: bytes | None = None  # cached until the state changes
 
     def transaction(self, hlc: Timestamp, *, apply: bool = True) -> "_TransactionContext":
         """``with replica.transaction(hlc) as tx: ...``; afterwards ``tx.delta`` is the group.
@@ -224,6 +265,7 @@ class Replica:
                 raise InvalidInput(f"op for {key!r} is a {type(op).__name__}, the key holds {type_of(key).__name__}")
         states = self._states
         conflicts = ()
+        self._digest = None
         for key, op in ops:
             state = states.get(key)
             if state is None:
@@ -234,6 +276,20 @@ class Replica:
             if type(state) is Record and state.conflict:
                 conflicts += (key,)
         return MergeResult(ops, conflicts)
+
+    def set_state(self, key: tuple, state: Any) -> None:
+        """Replace the CRDT at ``key`` with ``state`` (a state computed elsewhere: the
+        engine's escrow fold owns its bounded-counter keys).
+
+        Raises:
+            InvalidInput: ``state`` is not of the type the key holds.
+        """
+        crdt = self.schema.type_of(key)
+        if type(state) is not crdt:
+            raise InvalidInput(f"key {key!r} holds a {crdt.__name__}, not a {type(state).__name__}")
+        self._states[key] = state
+        self._kinds.setdefault(key[0], set()).add(key)
+        self._digest = None
 
     def value(self, key: tuple) -> Any:
         """The value at ``key``; the type's empty value when nothing was written."""
@@ -259,6 +315,8 @@ class Replica:
 
     def digest(self) -> bytes:
         """BLAKE2b-256 of the canonical full state: equal iff the states are equal."""
+        if self._digest is not None:
+            return self._digest
         h = hashlib.blake2b(digest_size=32, person=b"tillmesh-replica")
         for key in self.keys():
             state = self._states[key]
@@ -266,7 +324,8 @@ class Replica:
                 continue
             form = state.fingerprint() if isinstance(state, Document) else state.to_wire()
             h.update(canonical([list(key), form]))
-        return h.digest()
+        self._digest = h.digest()
+        return self._digest
 
     def to_wire(self) -> list:
         """Full state (a snapshot): ``[version, [[key, type_code, payload], ...]]``, ids explicit."""
@@ -293,6 +352,7 @@ class Replica:
                 raise MalformedWire(f"snapshot row for {key!r}: bad type code {code!r} or repeated key")
             replica._states[key] = crdt.from_payload(payload)
         replica._index(replica._states)
+        replica._digest = None
         return replica
 
     def __eq__(self, other: object) -> bool:
@@ -318,10 +378,13 @@ class _TransactionContext:
         tx = self._tx
         if exc_type is not None:
             return False
-        tx.delta = DeltaGroup(tx.hlc, tx._replica.replica_id, tuple(tx._deltas.items()))
+        # The group carries the highest stamp inside it, so that a receiver judging clock
+        # skew by the group's stamp judges every register write in it.
+        tx.delta = DeltaGroup(tx.stamp, tx._replica.replica_id, tuple(tx._deltas.items()))
         if self._apply:
             tx._replica._states.update(tx._work)
             tx._replica._index(tx._work)
+            tx._replica._digest = None
         else:
             tx._replica._prepared = tx.delta
         return False

@@ -13,7 +13,7 @@ from ._bounded import BoundedCounter
 from ._check import MAX_KEY_PART_CHARS, MAX_KEY_PARTS, require_int, require_utf8, wire_list
 from ._counter import PNCounter
 from ._document import Document
-from ._errors import InvalidInput, MalformedWire
+from ._errors import InvalidInput, MalformedWire, UnknownKey, UnknownOps
 from ._record import Record
 from ._register import LWWRegister
 
@@ -96,12 +96,16 @@ class Schema:
 
     def _decode_wire_key(self, obj: Any) -> tuple:
         parts = wire_list(obj, "key", max_length=MAX_KEY_PARTS)
-        kind = self._kind_of.get(parts[0]) if parts and type(parts[0]) is int else None
+        if not parts or type(parts[0]) is not int or parts[0] < 0:
+            raise MalformedWire(f"key: expected a kind code first, got {parts!r}")
+        kind = self._kind_of.get(parts[0])
         if kind is None:
-            raise MalformedWire(f"key: unknown kind code in {parts!r}")
+            raise UnknownOps(f"key: kind code {parts[0]} is not in this version's schema")
         key = (kind, *parts[1:])
         try:
             self.type_of(key)
+        except UnknownKey as exc:
+            raise UnknownOps(f"key: {exc}") from None
         except InvalidInput as exc:
             raise MalformedWire(f"key: {exc}") from None
         return key
@@ -118,7 +122,7 @@ class Schema:
                 require_int(f"key part in {key!r}", part, minimum=0)
         crdt = self._exact.get((key[0], len(key), key[-1])) or self._general.get((key[0], len(key)))
         if crdt is None:
-            raise InvalidInput(f"unknown key {key!r}: expected one of the kinds {self._kinds} with its arity")
+            raise UnknownKey(f"unknown key {key!r}: expected one of the kinds {self._kinds} with its arity")
         return crdt
 
 

@@ -29,6 +29,7 @@ from crdt_types import (
     MalformedWire,
     PNCounter,
     Record,
+    Timestamp,
 )
 
 # A device's replica id is its 32-byte Ed25519 public key; these stand in for real keys.
@@ -408,3 +409,47 @@ def check_mutated_wire(kind: str, decode: Callable[[Any], Any], data: Any, progr
         assert roundtrip(decoded) == decoded
         if commutes:
             assert merged(net.states[1], decoded) == merged(decoded, net.states[1])
+
+
+# --- arbitrary states, as a peer could send them ------------------------------------------
+#
+# Honest histories only ever produce states where one writer's slots grow together, so a
+# merge that is wrong for "crossing" states (one side larger in p, the other in n) passes
+# every property built on them. These strategies build states directly from the wire form:
+# any valid slot values, in any combination, small numbers often so that slots collide.
+
+wire_totals = st.one_of(st.integers(0, 6), st.integers(0, MAX_TOTAL), st.just(MAX_TOTAL))
+positive_wire_totals = st.one_of(st.integers(1, 6), st.integers(1, MAX_TOTAL), st.just(MAX_TOTAL))
+
+
+def pn_wire_states(ids: tuple) -> st.SearchStrategy:
+    """``["pn", 1, [[replica, p, n], ...]]`` with any p, n >= 0 per replica, never (0, 0)."""
+    slot = st.tuples(wire_totals, wire_totals).filter(lambda pn: pn != (0, 0))
+    slots = st.dictionaries(st.sampled_from(ids), slot, max_size=len(ids))
+    return slots.map(lambda rows: ["pn", 1, [[r, p, n] for r, (p, n) in rows.items()]])
+
+
+def bc_wire_states(ids: tuple) -> st.SearchStrategy:
+    """``["bc", 1, [P, D, T]]`` with any positive totals in any slots (no honest history needed)."""
+    slots = st.dictionaries(st.sampled_from(ids), positive_wire_totals, max_size=len(ids))
+    pairs = [(s, d) for s in ids for d in ids if s != d]
+    transfers = st.dictionaries(st.sampled_from(pairs), positive_wire_totals, max_size=len(pairs))
+    return st.builds(
+        lambda p, d, t: ["bc", 1, [[[r, v] for r, v in p.items()], [[r, v] for r, v in d.items()],
+                                   [[src, dst, v] for (src, dst), v in t.items()]]],
+        slots, slots, transfers,
+    )
+
+
+# Few distinct stamps so that ties on the stamp (and on stamp and replica) are common.
+wire_stamps = st.one_of(
+    st.builds(Timestamp, st.integers(0, 3), st.integers(0, 2)),
+    st.builds(Timestamp, st.integers(0, 2**48 - 1), st.integers(0, 2**16 - 1)),
+)
+
+
+def lww_wire_states(ids: tuple) -> st.SearchStrategy:
+    """``["lww", 1, null]`` or ``["lww", 1, [hlc, replica, value]]`` with any stamp, replica, value."""
+    written = st.builds(lambda hlc, r, v: ["lww", 1, [hlc.pack(), r, v]],
+                        wire_stamps, st.sampled_from(ids), plain_values(max_leaves=3))
+    return st.one_of(st.just(["lww", 1, None]), written, written)

@@ -4,6 +4,8 @@ sum to it."""
 
 import cbor2
 import pytest
+from itertools import permutations
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +26,9 @@ from .strategies import (
     OTHER_KEY,
     Net,
     assert_merge_laws,
+    bc_wire_states,
     delivery_order,
+    merged,
     programs,
     roundtrip,
 )
@@ -310,3 +314,96 @@ def test_implicit_writer_cannot_transfer_to_itself():
 @given(data=st.data(), program=programs("bc", 3, max_steps=20))
 def test_mutated_wire_decodes_or_raises_malformed_wire(data, program):
     check_mutated_wire("bc", BoundedCounter.from_wire, data, program, commutes=False)
+
+
+# -- a spending delta carries its own backing ---------------------------------------------------
+
+
+class SpendWatch(Net):
+    """A Net that, right after every accepted decrement or transfer, hands the delta ALONE to a
+    fresh copy: it must show the writer's rights and the value at least as high as the writer
+    saw them after spending (so never below zero), because the delta carries every P[*] and
+    every T[*, writer] the writer knew. A delta carrying what the writer GAVE instead of what
+    it RECEIVED shows negative rights as soon as the writer spends rights granted to it."""
+
+    spends_checked = 0
+
+    def op(self, r, op):
+        d = super().op(r, op)
+        if d is not None and self.log[-1][1] in ("dec", "xfer"):
+            assert self.log[-1][0] == d.writer == r
+            writer, me = self.states[r], self.ids[r]
+            alone = BoundedCounter()
+            alone.merge(d.state)
+            assert alone.rights(me) >= 0, f"{self.log[-1]}: delta alone gives {me!r} {alone.rights(me)} rights: {d.state.rows()}"
+            assert alone.value >= 0, f"{self.log[-1]}: delta alone has value {alone.value}: {d.state.rows()}"
+            assert alone.rights(me) >= writer.rights(me) >= 0
+            assert alone.value >= writer.value
+            self.spends_checked += 1
+        return d
+
+
+@given(
+    ids=st.sampled_from(ID_POOLS),
+    n=replica_counts,
+    program=programs("bc", 4, max_steps=40),
+    causal=st.booleans(),
+)
+def test_a_spending_delta_alone_never_shows_negative_rights_or_value(ids, n, program, causal):
+    net = SpendWatch("bc", ids[:n], causal=causal).run(program)
+    spends = [e for e in net.log if e[1] in ("dec", "xfer")]
+    assert net.spends_checked == len(spends)
+    # The same check once more on the kept deltas, after the whole history ran (nothing that
+    # happened later may have changed a delta already handed out).
+    for d, entry in zip(net.deltas, net.log):
+        if entry[1] in ("dec", "xfer"):
+            alone = merged(BoundedCounter(), d.state)
+            assert alone.rights(ids[d.writer]) >= 0 and alone.value >= 0
+
+
+@pytest.mark.parametrize("spend", ["decrement", "transfer"])
+def test_spending_received_rights_delta_alone_keeps_the_spender_at_zero(spend):
+    # The smallest case of the property above, written out: b holds only rights a gave it.
+    a, b = BoundedCounter(), BoundedCounter()
+    a.increment("a", 5)
+    b.merge(a.transfer("a", "b", 5))
+    delta = b.decrement("b", 5) if spend == "decrement" else b.transfer("b", "c", 5)
+    alone = merged(BoundedCounter(), delta)
+    assert alone.rights("b") == 0
+    assert alone.value == (0 if spend == "decrement" else 5)
+    p, _, t = delta.rows()
+    assert p == {"a": 5} and t.get(("a", "b")) == 5  # the grant b spends travels with the spend
+
+
+# -- merge laws over arbitrary states from the wire ---------------------------------------------
+
+
+def pointwise_max(*wires) -> tuple[dict, dict, dict]:
+    """The expected join of bc wire states: the maximum of every P, D and T slot."""
+    out: tuple[dict, dict, dict] = ({}, {}, {})
+    for wire in wires:
+        p_rows, d_rows, t_rows = wire[2]
+        for slots, rows in ((out[0], p_rows), (out[1], d_rows)):
+            for r, v in rows:
+                slots[r] = max(slots.get(r, 0), v)
+        for src, dst, v in t_rows:
+            out[2][(src, dst)] = max(out[2].get((src, dst), 0), v)
+    return out
+
+
+wire_triples = st.sampled_from(ID_POOLS).flatmap(lambda ids: st.tuples(*[bc_wire_states(ids)] * 3))
+
+
+@given(wires=wire_triples)
+def test_merge_laws_and_result_hold_for_arbitrary_states_from_the_wire(wires):
+    # Honest histories never give two states with crossing slots; a peer's state may be any
+    # valid wire form, and merge must still be the pointwise maximum of every row.
+    states = [BoundedCounter.from_wire(w) for w in wires]
+    assert_merge_laws(*states)
+    for k in (2, 3):
+        for order in permutations(range(3), k):
+            expected = pointwise_max(*(wires[i] for i in order))
+            result = merged(*(states[i] for i in order))
+            assert result.rows() == expected
+            p, d, _ = expected
+            assert result.value == sum(p.values()) - sum(d.values())

@@ -1,6 +1,8 @@
 """PNCounter: a join-semilattice whose deltas survive loss of order and duplication, whose
 wire form is lossless, and whose value after full exchange is the sum of every amount."""
 
+from itertools import permutations
+
 import cbor2
 import pytest
 from hypothesis import given
@@ -17,6 +19,8 @@ from .strategies import (
     Net,
     assert_merge_laws,
     delivery_order,
+    merged,
+    pn_wire_states,
     programs,
     roundtrip,
 )
@@ -205,3 +209,49 @@ def test_implicit_writer_cannot_duplicate_an_explicit_slot(writer):
 @given(data=st.data(), program=programs("pn", 3))
 def test_mutated_wire_decodes_or_raises_malformed_wire(data, program):
     check_mutated_wire("pn", PNCounter.from_wire, data, program)
+
+
+# -- merge laws over arbitrary states from the wire ---------------------------------------------
+
+
+def pointwise_max(*wires) -> dict:
+    """The expected join of pn wire states: per replica, the maximum of p and of n separately."""
+    out: dict = {}
+    for wire in wires:
+        for r, p, n in wire[2]:
+            mine = out.get(r, (0, 0))
+            out[r] = (max(mine[0], p), max(mine[1], n))
+    return out
+
+
+def pn(rows) -> PNCounter:
+    return PNCounter.from_wire(["pn", 1, [[r, p, n] for r, (p, n) in rows.items()]])
+
+
+wire_triples = st.sampled_from(ID_POOLS).flatmap(lambda ids: st.tuples(*[pn_wire_states(ids)] * 3))
+
+
+@given(wires=wire_triples)
+def test_merge_laws_and_result_hold_for_arbitrary_states_from_the_wire(wires):
+    # Honest histories only give states where one replica's (p, n) pairs are ordered in both
+    # components; a peer may send any valid pairs, e.g. one larger in p and the other in n.
+    # Merge must still be the pointwise maximum of each component, in every order.
+    states = [PNCounter.from_wire(w) for w in wires]
+    assert_merge_laws(*states)
+    for k in (2, 3):
+        for order in permutations(range(3), k):
+            expected = pointwise_max(*(wires[i] for i in order))
+            result = merged(*(states[i] for i in order))
+            assert result.rows() == expected
+            assert result.value == sum(p - n for p, n in expected.values())
+
+
+@pytest.mark.parametrize("replica", MIXED_IDS)
+def test_crossing_pairs_merge_to_the_pointwise_maximum_both_ways(replica):
+    more_p, more_n = pn({replica: (5, 0)}), pn({replica: (0, 5)})
+    assert merged(more_p, more_n).rows() == merged(more_n, more_p).rows() == {replica: (5, 5)}
+    assert merged(more_p, more_n).value == 0
+    # Crossing with both sides non-zero, next to an untouched slot.
+    other = OTHER_KEY
+    x, y = pn({replica: (7, 2), other: (1, 1)}), pn({replica: (3, 9)})
+    assert merged(x, y).rows() == merged(y, x).rows() == {replica: (7, 9), other: (1, 1)}
