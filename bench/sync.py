@@ -1,6 +1,6 @@
 """Sync benchmark: bytes on the wire against the minimum, on the real engine.
 
-Prints one JSON object. Everything runs in one process on ``gossip.Loopback`` (engines
+Prints one JSON object. Everything runs in one process on ``gossip.testing.Loopback`` (engines
 wired in memory, virtual time), so byte counts are exact and the same on every run.
 
 - after a partition: two groups of tills write apart, the link heals; bytes moved after the
@@ -17,7 +17,15 @@ import argparse
 import json
 import random
 
-from gossip import Authority, DeviceKey, Engine, EngineConfig, Loopback, MemoryFeedStore, import_token, seeded
+from gossip import (
+    Authority,
+    DeviceKey,
+    Engine,
+    EngineConfig,
+    MemoryFeedStore,
+    import_token,
+)
+from gossip.testing import Loopback, seeded
 
 NOW_MS = 1_800_000_000_000
 
@@ -38,35 +46,40 @@ def build(count: int, config: EngineConfig, seed: int) -> tuple[Loopback, list[s
         for entry in feed:
             store.append(0, entry.seq, entry.hash, entry.encode())
         name = f"n{i}"
-        net.add(name, Engine(keyring, store, random_bytes=rb, now_ms=NOW_MS, config=config))
+        net.add(name, Engine(keyring, store, random_bytes=rb, now=NOW_MS, config=config), store)
         names.append(name)
     return net, names
 
 
-def write(engine: Engine, i: int, now_ms: int) -> None:
-    engine.commit(lambda tx: tx.add(("stock", "central", f"sku-{i % 500:04d}"), -1), now_ms)
+def write(net: Loopback, name: str, i: int, now_ms: int) -> int:
+    """One stock movement on ``name``; returns the encoded size of the entry it wrote."""
+    committed = net.engines[name].commit([("add", ("stock", "central", f"sku-{i % 500:04d}"), -1)], now_ms)
+    return len(net.stores[name].get(committed.origin, committed.seq))
 
 
 def totals(net: Loopback) -> dict:
     sent = payload = 0
     for engine in net.engines.values():
-        for peer in engine.peers():
-            stats = engine.session(peer).stats
-            sent += stats.bytes_sent
-            payload += stats.payload_bytes_sent
+        for peer in engine.status().peers:
+            sent += peer.bytes_sent
+            payload += peer.payload_bytes_sent
     return {"bytes": sent, "payload": payload, "metadata": sent - payload}
+
+
+def converged(net: Loopback) -> bool:
+    return len({e.status().digest for e in net.engines.values()}) == 1
 
 
 def missing_bytes(net: Loopback) -> int:
     """Sum over nodes of the encoded sizes of entries some node has and it lacks."""
     union: dict[tuple[int, int], int] = {}
-    for engine in net.engines.values():
-        for origin, head in engine.store.heads().items():
-            for seq, data in enumerate(engine.store.read(origin, 1, head.seq), start=1):
+    for store in net.stores.values():
+        for origin, head in store.heads().items():
+            for seq, data in enumerate(store.read(origin, 1, head.seq), start=1):
                 union[(origin, seq)] = len(data)
     total = 0
-    for engine in net.engines.values():
-        vv = engine.store.version_vector()
+    for store in net.stores.values():
+        vv = store.version_vector()
         total += sum(size for (origin, seq), size in union.items() if seq > vv.get(origin, 0))
     return total
 
@@ -83,7 +96,7 @@ def after_partition(writes: int) -> dict:
     for step in range(writes):
         now += 100
         for i, name in enumerate(names):
-            write(net.engines[name], step * 10 + i, now)
+            write(net, name, step * 10 + i, now)
         net.run(now)
     minimum = missing_bytes(net)
     before = totals(net)["bytes"]
@@ -92,9 +105,8 @@ def after_partition(writes: int) -> dict:
         now += 100
         net.tick(now)
     moved = totals(net)["bytes"] - before
-    converged = len({e.replica.digest() for e in net.engines.values()}) == 1
     return {"nodes": 6, "writes_per_node": writes, "bytes_after_heal": moved, "minimum_bytes": minimum,
-            "converged": converged}
+            "converged": converged(net)}
 
 
 def topology(kind: str, n: int, rng: random.Random) -> list[tuple[int, int]]:
@@ -131,27 +143,23 @@ def enes(kind: str, seconds: int, forward_eagerly: bool, push_delay_ms: int = 0)
         order.shuffle(writers)
         for offset, i in enumerate(writers):
             now += 1_000 // n
-            group = net.engines[names[i]]
-            write(group, second * n + i, now)
-            head = group.store.head(group.number)
-            entry_bytes += len(group.store.get(group.number, head.seq))
+            entry_bytes += write(net, names[i], second * n + i, now)
             net.run(now)
         now += 1_000 - (1_000 // n) * n
         net.tick(now)
     for _ in range(30):  # settle: deep trees with once-a-second sync need a few rounds
-        if len({tuple(sorted(e.store.version_vector().items()))
+        if len({tuple(sorted(e.status().vector.items()))
                 for e in net.engines.values()}) == 1:
             break
         now += 1_000
         net.tick(now)
     result = totals(net)
     optimal = entry_bytes * (n - 1)
-    converged = len({e.replica.digest() for e in net.engines.values()}) == 1
     return {
         "topology": kind, "nodes": n, "edges": len(edges), "seconds": seconds,
         "forward_eagerly": forward_eagerly, "payload_bytes": result["payload"],
         "optimal_payload_bytes": optimal, "metadata_bytes": result["metadata"],
-        "setup_bytes": setup["bytes"], "converged": converged,
+        "setup_bytes": setup["bytes"], "converged": converged(net),
         "payload_vs_optimal": round(result["payload"] / optimal, 3),
         "metadata_share": round(result["metadata"] / result["bytes"], 3),
     }

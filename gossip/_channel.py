@@ -67,17 +67,21 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from crdt_types import (
-    IntegrityError,
-    InvalidInput,
-    MalformedWire,
-    RemoteProtocolError,
-    TillmeshError,
-    canonical,
-)
+from crdt_types import InvalidInput, MalformedWire, TillmeshError, canonical
 
 from ._codec import decode, signable
-from ._errors import MalformedData
+from ._errors import (
+    BufferOverflow,
+    ChannelNotEstablished,
+    ClosedChannelError,
+    ConnectionLost,
+    FrameTooLarge,
+    HandshakeTimeout,
+    MalformedData,
+    OutgoingFrameTooLarge,
+    PeerKeyMismatch,
+    UnexpectedMessage,
+)
 from ._identity import Certificate, record_from_wire, verify_signature, x25519_public_of
 from ._keyring import Keyring
 from ._noise import (
@@ -93,9 +97,7 @@ from ._noise import (
 __all__ = [
     "PROLOGUE", "CERTIFICATE_CONTEXT", "MAX_FRAME_BYTES", "MAX_BUFFERED_BYTES",
     "HANDSHAKE_TIMEOUT_MS", "MAX_FRAME_DEPTH", "ChannelState", "ChannelEstablished",
-    "FrameReceived", "ChannelClosed", "ChannelEvent", "SecureChannel", "PeerKeyMismatch", "FrameTooLarge",
-    "BufferOverflow", "HandshakeTimeout", "ConnectionLost", "UnexpectedMessage",
-    "ChannelNotEstablished", "ClosedChannelError", "OutgoingFrameTooLarge",
+    "FrameReceived", "ChannelClosed", "ChannelEvent", "SecureChannel",
 ]
 
 # Mixed into the Noise transcript: a peer speaking another protocol or version fails the
@@ -128,45 +130,6 @@ _FRAME_PREFIX = 4  # bytes before every frame in the decrypted stream
 _MAX_PLAINTEXT = MAX_NOISE_MESSAGE - TAGLEN  # per transport message
 _SIGNATURE_BYTES = 64
 _MIN_INT, _MAX_INT = -(2**64), 2**64 - 1  # CBOR major types 0 and 1, no bignum tags
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class PeerKeyMismatch(IntegrityError):
-    """The peer's certificate is for a device key other than the one it completed Noise with."""
-
-
-class FrameTooLarge(RemoteProtocolError):
-    """The peer announced a frame longer than ``MAX_FRAME_BYTES``."""
-
-
-class BufferOverflow(RemoteProtocolError):
-    """More than ``MAX_BUFFERED_BYTES`` of received data was waiting for the application."""
-
-
-class HandshakeTimeout(RemoteProtocolError):
-    """The handshake and certificate exchange did not finish within ``HANDSHAKE_TIMEOUT_MS``."""
-
-
-class ConnectionLost(RemoteProtocolError):
-    """The transport closed during the handshake or in the middle of a message or frame."""
-
-
-class UnexpectedMessage(RemoteProtocolError):
-    """The peer sent something the channel protocol does not allow at this point."""
-
-
-class ChannelNotEstablished(InvalidInput):
-    """``send_frame`` before the peer's certificate was accepted; nothing was sent."""
-
-
-class ClosedChannelError(InvalidInput):
-    """``send_frame`` on a closed channel; nothing was sent."""
-
-
-class OutgoingFrameTooLarge(InvalidInput):
-    """``send_frame`` with an object whose encoding exceeds ``MAX_FRAME_BYTES``; nothing was sent."""
 
 
 # --- events -----------------------------------------------------------------------------------
@@ -374,8 +337,11 @@ class SecureChannel:
 
     # -- inputs --
 
-    def receive_data(self, data: bytes | None, now_ms: int) -> None:
+    def receive_data(self, data: bytes | None, now_ms: int, wall_ms: int | None = None) -> None:
         """Take in bytes received from the peer, or ``None`` when the transport has closed.
+
+        ``now_ms`` is monotonic time (the handshake deadline); ``wall_ms`` the wall clock the
+        peer's certificate expiry is judged by (``now_ms`` when omitted).
 
         Everything complete is processed at once: events queue up for ``next_event`` and any
         reply (handshake messages, our certificate) for ``data_to_send``. Ignored once closed.
@@ -397,7 +363,7 @@ class SecureChannel:
                 self._transport_closed()
                 return
             self._inbuf += data
-            self._process(now_ms)
+            self._process(now_ms if wall_ms is None else _now(wall_ms))
             if self._state is not ChannelState.CLOSED:
                 self._check_buffered()
         except TillmeshError as exc:
@@ -526,7 +492,7 @@ class SecureChannel:
             out += message
         self._outgoing += out
 
-    def _process(self, now_ms: int) -> None:
+    def _process(self, wall_ms: int) -> None:
         buf = self._inbuf
         while self._state is not ChannelState.CLOSED:
             available = len(buf) - self._offset
@@ -541,7 +507,7 @@ class SecureChannel:
             if self._state is ChannelState.HANDSHAKE:
                 self._handshake_message(message)
             else:
-                self._transport_message(message, now_ms)
+                self._transport_message(message, wall_ms)
         if self._state is not ChannelState.CLOSED:
             del buf[:self._offset]
             self._offset = 0
@@ -576,7 +542,7 @@ class SecureChannel:
         wire = cert.to_wire()
         return [wire, device.sign(signable(CERTIFICATE_CONTEXT, [handshake_hash, wire]))]
 
-    def _transport_message(self, message: bytes, now_ms: int) -> None:
+    def _transport_message(self, message: bytes, wall_ms: int) -> None:
         assert self._transport is not None
         plain = self._plain
         plain += self._transport.decrypt(message)
@@ -594,19 +560,19 @@ class SecureChannel:
             if problem is not None:
                 raise MalformedData(f"frame: {problem}")
             if self._state is ChannelState.VERIFYING:
-                self._accept_certificate(obj, now_ms)
+                self._accept_certificate(obj, wall_ms)
             else:
                 self._fire(_Input.FRAME_RECEIVED)
                 self._emit(FrameReceived(obj), _FRAME_PREFIX + length)
 
-    def _accept_certificate(self, obj: Any, now_ms: int) -> None:
+    def _accept_certificate(self, obj: Any, wall_ms: int) -> None:
         if (not isinstance(obj, list) or len(obj) != 2 or not isinstance(obj[1], bytes)
                 or len(obj[1]) != _SIGNATURE_BYTES):
             raise MalformedData("certificate frame: expected [certificate, 64-byte signature]")
         cert = record_from_wire(obj[0])
         if not isinstance(cert, Certificate):
             raise MalformedData(f"certificate frame: holds a {cert.TYPE} record, not a certificate")
-        self._keyring.check_peer(cert, now_ms)
+        self._keyring.check_peer(cert, wall_ms)
         if x25519_public_of(cert.device_key) != self._remote_static:
             raise PeerKeyMismatch(
                 f"certificate of device {cert.number} ({cert.name}) is for key "

@@ -1,150 +1,58 @@
-"""The per-node replication engine, sans-IO.
+"""The per-node replication engine, sans-IO: orchestration only.
 
 Theory of operation
 -------------------
-One ``Engine`` per node. The driver (trio runtime in node/, the simulator, a test) owns the
-connections and the clock; the engine owns everything else. Inputs:
+One ``Engine`` per node. The driver (the trio runtime in node/, the simulator, a test) owns
+the connections, the clocks and the disk; the engine owns the protocol. Inputs:
 
     connected(peer, initiator, now)   a transport to ``peer`` (any hashable handle) is up
     received(peer, data, now)         bytes arrived from it
-    disconnected(peer, now)           it is gone
+    disconnected(peer, now)           its transport ended (the one end-of-stream input)
     tick(now)                         time passed (call at ``next_deadline()`` at the latest)
-    commit(build, now)                members only: a local transaction
+    commit(ops, now)                  members only: a local transaction
+    flushed(now) / flush_failed(now)  the durability call: how the store's flush went
 
-Outputs are pulled: ``data_to_send(peer)``, ``peers_to_close()``, ``alerts()``,
-``applied()``, ``next_deadline()``.
+and one output, ``poll() -> Effects``, plus ``next_deadline()`` and ``status()``.
 
-Entries are verified and stored by ``Feeds`` before anything else happens (a relay stops
-there: it verifies, stores and forwards, and never sees plaintext). A member then applies
-them to its ``Replica`` in causal order: an entry waits until its origin's earlier entries
-and everything in its ``deps`` are applied. Waiting costs no memory beyond a bounded cache
-of opened groups, because the entries are already in the store; after a restart the engine
-replays the store the same way, so the replica is rebuilt from what is durable.
+Durability: no entry leaves the device before it is durable, because a crash after sending
+and before the disk write would re-issue its seq with other content, which every peer would
+see as a fork. ``commit`` appends to the store (buffered) and applies locally; ``poll`` then
+says ``flush``; the driver flushes the store, once for however many commits came in (group
+commit), and calls ``flushed``, which releases the entries to peers and reports them in
+``Effects.committed``. A caller's commit is acknowledged only then.
 
-At apply time each op is authorized against the origin's certificate: the injected
-``Policy`` (roles and branches) and the structural rule that a delta writes only its
-origin's own slots. A refused op is skipped, identically on every member, and reported;
-the rest of the group applies all-or-nothing.
-
-Escrow rights move to where they are needed. A member that cannot charge a balance for
-lack of rights records a request, the register ``("rights", member_id, device)`` holding
-the amount it wants. Any member that sees an open request and holds rights on that balance
-answers with a ``transfer`` of what it can spare (at most the amount asked). Rights are only
-ever moved, never created; the requester clears its request once it holds enough.
+Intake goes Feeds (verify, store) -> Applier (causal order, authorization, escrow fold).
+What a peer's entry did wrong is decided by where its error sits in the tree: ``NotYet``
+defers it, ``OriginFault`` refuses it without blaming the forwarding peer, anything else is
+the peer's protocol error. A revocation that arrives below what the node holds drops the
+entries past the cutoff and rebuilds the replica as the replay of the valid entries.
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from crdt_types import (
-    HLC,
-    MAX_AMOUNT,
-    BoundedCounter,
-    DeltaGroup,
-    InvalidInput,
-    Replica,
-    TillmeshError,
-)
+from crdt_types import DEFAULT_SCHEMA, HLC, BoundedCounter, InvalidInput, Schema, TillmeshError
 
-from ._channel import ChannelClosed, ChannelEstablished, ChannelState, FrameReceived, SecureChannel
-from ._entry import Entry, entry_hash
-from ._errors import (
-    CertificateError,
-    ChainBroken,
-    DecryptionError,
-    EpochUnavailable,
-    ForkDetected,
-    Quarantined,
-    SeqGap,
-    UnknownOrigin,
-    UnreadableEntry,
-)
+from ._acks import AckTracker
+from ._applier import Applier
+from ._channel import SecureChannel
+from ._config import EngineConfig
+from ._errors import ConnectionLost, HandshakeTimeout, MalformedData
+from ._escrow import EscrowKeys, rights_work
+from ._events import Alert, AlertKind, Close, CloseReason, Committed, Effects, Now, Status
 from ._feeds import Feeds
-from ._identity import AUTHORITY_NUMBER
+from ._identity import Revocation
+from ._intake import Batch, take_in
 from ._keyring import Keyring
-from ._policy import ALLOW_ALL, Policy, income_is_known, writes_only_own_slots
-from ._session import (
-    MAX_BATCH_BYTES,
-    MAX_BATCH_ENTRIES,
-    WINDOW_BYTES,
-    Frame,
-    Session,
-    SessionProtocolError,
-    SessionState,
-    parse_frame,
-)
+from ._policy import ALLOW_ALL, Policy
+from ._session import Authenticated, Ended, EntriesArrived, ForkSuspected, HaveArrived, Session, duplicate_loser
 from ._store import FeedStore
 
-__all__ = [
-    "Engine", "EngineConfig", "Alert", "AppliedChange", "AckState", "Unauthorized",
-    "MAX_PEERS", "MAX_OPENED_CACHE", "MAX_OPENED_CACHE_BYTES",
-]
+__all__ = ["Engine", "MAX_PEERS"]
 
 # Concurrent sessions: a shop has tens of devices; an anchor serves a few branches.
 MAX_PEERS = 256
-# Opened (decrypted) groups kept while they wait for their causal predecessors; beyond
-# this they are dropped and re-opened from the store when their turn comes.
-MAX_OPENED_CACHE = 10_000
-# ... and at most this many bytes of them, counted as encoded entries (a decoded group
-# takes several times its wire size in memory).
-MAX_OPENED_CACHE_BYTES = 8 * 1024 * 1024
-
-
-class Unauthorized(InvalidInput):
-    """A local write that this device's roles or branch do not allow; nothing changed."""
-
-
-@dataclass(frozen=True)
-class EngineConfig:
-    """Timers of the engine; every value in milliseconds."""
-
-    have_interval_ms: int = 5_000  # anti-entropy: re-send have this often
-    full_have_every: int = 6  # every Nth periodic have carries the whole vector
-    ping_interval_ms: int = 15_000  # ping a quiet peer after this long
-    ping_timeout_ms: int = 45_000  # close a peer silent for this long
-    # Push other devices' entries on arrival, not only in answer to a have. None: relays do
-    # (they are the hubs between branches), members do not (on a LAN every device hears the
-    # origin itself, and forwarding there mostly sends duplicates).
-    forward_eagerly: bool | None = None
-    prompt_acks: bool = True  # answer a peer's own new entries with a have at once (ack state)
-    push_delay_ms: int = 0  # coalesce pushes for this long (0: push at once, as a LAN wants)
-    have_jitter: bool = True  # spread periodic haves over the interval so peers do not all answer at once
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """Something an operator should see: kind, the device it concerns, details."""
-
-    kind: str  # fork, unauthorized, clock_skew, protocol_error, record_conflict, rights_refused, …
-    origin: int | None
-    detail: str
-    evidence: tuple = ()
-
-
-@dataclass(frozen=True, slots=True)
-class AppliedChange:
-    """A member applied entry ``seq`` of ``origin``: these keys changed."""
-
-    origin: int
-    seq: int
-    keys: tuple[tuple, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class AckState:
-    """Who is known to hold one local entry."""
-
-    seq: int
-    lan: frozenset[int]  # member devices that hold it
-    anchors: frozenset[int]  # relays that hold it
-
-    @property
-    def level(self) -> str:
-        """"anchor" when a relay holds it, else "lan" when a peer does, else "local"."""
-        return "anchor" if self.anchors else "lan" if self.lan else "local"
 
 
 class Engine:
@@ -152,624 +60,400 @@ class Engine:
 
     Args:
         keyring: this node's keyring (a relay's holds no data key).
-        store: its FeedStore; entries in it are replayed into the replica at start.
-        random_bytes: injected randomness (nonces, ephemeral keys).
-        now_ms: the time of construction.
+        store: its FeedStore; what it holds is replayed at start, authority feed first.
+        random_bytes: injected randomness (nonces, ephemeral keys, jitter).
+        now: the time of construction (``Now``, or an int for both clocks).
         policy: authorization table (node/ injects the POS one); allow-all by default.
+        schema: the key table (node/ injects the POS one).
+        escrow: where rights requests live; None disables ``request_rights``.
         config: timers.
-        hlc: the clock restored from storage, if any.
+        hlc: the clock restored from storage, if any (a replay restores it too).
+    Raises:
+        IntegrityError: a stored authority entry does not verify.
+        StorageError: the store's meta data is corrupt.
     """
 
     def __init__(self, keyring: Keyring, store: FeedStore, *, random_bytes: Callable[[int], bytes],
-                 now_ms: int, policy: Policy = ALLOW_ALL, config: EngineConfig = EngineConfig(),
+                 now: Now | int, policy: Policy = ALLOW_ALL, schema: Schema = DEFAULT_SCHEMA,
+                 escrow: EscrowKeys | None = None, config: EngineConfig = EngineConfig(),
                  hlc: HLC | None = None) -> None:
-        self.keyring = keyring
-        self.store = store
-        self.feeds = Feeds(keyring, store)
-        self.policy = policy
-        self.config = config
-        self._random = random_bytes
-        self.clock = hlc or HLC()
+        now = Now.of(now)
+        self._keyring, self._store, self._random, self._config = keyring, store, random_bytes, config
+        self._policy, self._schema, self._escrow = policy, schema, escrow
+        self._clock = hlc or HLC()
+        self._feeds = Feeds(keyring, store, schema)
         self.number = keyring.number
-        self.is_member = keyring.is_member and not (keyring.certificate and keyring.certificate.is_relay)
-        self.replica: Replica | None = Replica(keyring.number) if self.is_member else None
-        eager = config.forward_eagerly
-        self._forward_eagerly = (not self.is_member) if eager is None else eager
+        self._feeds.catch_up_authority()
+        cert = keyring.certificate
+        self.is_member = keyring.is_member and not (cert is not None and cert.is_relay)
+        self._forward_eagerly = (not self.is_member) if config.forward_eagerly is None else config.forward_eagerly
         self._sessions: dict[Any, Session] = {}
-        self._to_close: list[Any] = []
+        self._closing: list[Session] = []  # ended, their last bytes (a bye) still to hand out
+        self._closes: list[Close] = []
         self._alerts: list[Alert] = []
-        self._applied_out: list[AppliedChange] = []
-        self._applied: dict[int, int] = {}  # origin -> highest seq applied to the replica
-        self._opened: dict[tuple[int, int], tuple[DeltaGroup, int]] = {}  # -> (group, entry bytes)
-        self._opened_bytes = 0
-        self._touched: dict[tuple, dict[int, int]] = {}  # bounded-counter key -> origin -> seq
-        self._peer_holds: dict[int, dict[int, int]] = {}  # device -> origin -> seq it holds
-        self._relays: set[int] = set()
-        self._rights_dirty = False
-        self._answering = False
-        self._applying = False
-        self._now = now_ms
-        self._replaying = True  # a restart replays the store; it must not write anything
-        self._apply_ready(now_ms)
-        self._replaying = False
+        self._committed: list[Committed] = []
+        self._unflushed: list[Committed] = []
+        self._acks_out: list = []
+        self._acks = AckTracker(self.number, store, self._is_relay)
+        self._now = now
+        self._applier: Applier | None = None
+        for origin, cutoff in keyring.revocations.items():
+            store.truncate(origin, cutoff)  # a crash between a cutoff's intake and its truncation
+        self._rebuild(now)
+        own = store.head(self.number) if self.number is not None else None
+        self._durable_seq = own.seq if own else 0
 
-    # -- inputs ---------------------------------------------------------------------------
+    # -- inputs -------------------------------------------------------------------------------
 
-    def connected(self, peer: Any, initiator: bool, now_ms: int) -> None:
-        """A transport to ``peer`` is up; the initiator speaks first."""
-        self._now = now_ms
+    def connected(self, peer: Any, initiator: bool, now: Now | int) -> None:
+        """A transport to ``peer`` is up; the initiator speaks first.
+
+        Raises:
+            InvalidInput: ``peer`` is already connected.
+        """
+        now = self._at(now)
         if peer in self._sessions:
             raise InvalidInput(f"peer {peer!r} is already connected")
         if len(self._sessions) >= MAX_PEERS:
-            self._to_close.append(peer)
-            self._alert("too_many_peers", None, f"refused {peer!r}: already {MAX_PEERS} sessions")
+            self._closes.append(Close(peer, CloseReason.TOO_MANY_PEERS, f"already {MAX_PEERS} sessions"))
+            self._alert(AlertKind.TOO_MANY_PEERS, None, f"refused {peer!r}: already {MAX_PEERS} sessions")
             return
-        channel = SecureChannel(self.keyring, initiator=initiator, random_bytes=self._random, now_ms=now_ms)
-        self._sessions[peer] = Session(peer, channel, last_heard_ms=now_ms)
+        channel = SecureChannel(self._keyring, initiator=initiator, random_bytes=self._random, now_ms=now.mono_ms)
+        self._sessions[peer] = Session(peer, channel, config=self._config.session, store=self._store,
+                                       sendable=self._sendable, draw=self._draw, now_ms=now.mono_ms)
 
-    def received(self, peer: Any, data: bytes | None, now_ms: int) -> None:
-        """Bytes from ``peer`` (None: its transport closed)."""
-        self._now = now_ms
+    def received(self, peer: Any, data: bytes, now: Now | int) -> None:
+        """Bytes from ``peer``. The end of its stream is ``disconnected``, not empty data.
+
+        Raises:
+            InvalidInput: ``data`` is not bytes.
+        """
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InvalidInput(f"data must be bytes (end of stream is disconnected()), got {type(data).__name__}")
+        now = self._at(now)
         session = self._sessions.get(peer)
-        if session is None or session.state is SessionState.CLOSED:
-            return
-        session.last_heard_ms = now_ms
-        session.channel.receive_data(data, now_ms)
-        self._drain_channel(session, now_ms)
+        if session is not None and data:
+            self._handle(session, session.receive(bytes(data), now.mono_ms, now.wall_ms), now)
 
-    def disconnected(self, peer: Any, now_ms: int) -> None:
-        """``peer``'s transport is gone; forget the session (what it holds is remembered)."""
-        self._now = now_ms
-        session = self._sessions.pop(peer, None)
-        if session is not None and session.state is not SessionState.CLOSED:
-            session.state = SessionState.CLOSED
+    def disconnected(self, peer: Any, now: Now | int) -> None:
+        """``peer``'s transport is gone (closed cleanly or not); what it holds is remembered."""
+        now = self._at(now)
+        session = self._sessions.get(peer)
+        if session is not None:
+            self._handle(session, session.transport_closed(now.mono_ms), now, gone=True)
 
-    def tick(self, now_ms: int) -> None:
-        """Let time pass: timeouts, pings, periodic haves, rights requests seen at replay."""
-        self._now = now_ms
-        self._rights_work(now_ms)
+    def tick(self, now: Now | int) -> None:
+        """Let time pass: timeouts, pings, anti-entropy, expiries, skew holds, rights work."""
+        now = self._at(now)
+        own = self._keyring.certificate
         for session in list(self._sessions.values()):
-            if session.state is SessionState.CLOSED:
-                continue
-            session.channel.tick(now_ms)
-            self._drain_channel(session, now_ms)
-            if session.state is not SessionState.LIVE:
-                continue
-            if now_ms - session.last_heard_ms >= self.config.ping_timeout_ms:
-                self._close(session, "ping timeout", protocol_error=False)
-                continue
-            if now_ms - session.last_heard_ms >= self.config.ping_interval_ms and session.ping_sent_ms is None:
-                session.ping_counter += 1
-                session.ping_sent_ms = now_ms
-                self._send(session, ["ping", session.ping_counter])
-            if session.push_due_ms is not None and now_ms >= session.push_due_ms:
-                session.push_due_ms = None
-                self._stream(session)
-            if now_ms >= session.next_have_ms:
-                session.haves_sent += 1
-                full = session.haves_sent % self.config.full_have_every == 0
-                self._send_have(session, full=full, with_heads=full)
-                session.next_have_ms = now_ms + self._have_interval()
-                self._stream(session)
+            peer_cert = session.cert
+            for cert in (own, peer_cert):
+                if cert is not None and cert.expires_ms is not None and now.wall_ms >= cert.expires_ms:
+                    session.close(CloseReason.EXPIRED, f"the certificate of device {cert.number} expired")
+            self._handle(session, session.tick(now.mono_ms), now)
+        release = self._applier.skew_release_ms() if self._applier else None
+        if release is not None and now.wall_ms >= release:
+            self._settle(now)
+        elif self._applier is not None and self._applier.escrow_dirty:
+            self._settle(now)
 
-    def commit(self, build: Callable[[Any], None], now_ms: int) -> DeltaGroup:
-        """Run a local transaction: stamp, seal, sign, append durably, apply, push.
+    def commit(self, ops: Iterable[tuple] | Callable[[Any], None], now: Now | int) -> Committed:
+        """Write a local transaction: stamp, seal, sign, append (buffered), apply.
+
+        It reaches peers once the driver has flushed the store and called ``flushed``.
 
         Args:
-            build: called with the transaction (``tx.add``, ``tx.set``, ``tx.decrement`` …).
+            ops: ops as data, ``[("add", key, -2), ("set", key, 950), ...]`` (verbs of
+                ``crdt_types.Transaction``), or a callable that receives the transaction.
         Returns:
-            The applied delta group.
+            What was written: origin, seq, entry hash and the keys it touched.
         Raises:
             InvalidInput: not a member, or a bad op (nothing changed).
             Unauthorized: an op this device's certificate does not allow (nothing changed).
             InsufficientRights: a decrement or transfer beyond local rights (nothing changed).
         """
-        self._now = now_ms
-        if self.replica is None:
-            raise InvalidInput("this node is a relay: it holds no data key and cannot commit")
-        stamp = self.clock.now(now_ms)
-        with self.replica.transaction(stamp, apply=False) as tx:
-            build(tx)
-        group = tx.delta
-        try:
-            cert = self.keyring.certificate
-            for key, _ in group.ops:
-                if not self.policy.allows(cert, key):
-                    raise Unauthorized(f"device {self.number} ({', '.join(cert.roles)}, branch {cert.branch}) "
-                                       f"may not write {key!r}")
-            deps: dict[int, int] = {}
-            for key, delta in group.ops:
-                if isinstance(delta, BoundedCounter):
-                    for origin, seq in self._touched.get(key, {}).items():
-                        deps[origin] = max(deps.get(origin, 0), seq)
-            entry = self.feeds.append_local(group, deps=deps, random_bytes=self._random, now_ms=now_ms)
-        finally:
-            # Durable (or refused): from here the group is applied like any stored entry.
-            self.replica.discard(group)
-        self._cache_group(entry.origin, entry.seq, group, len(entry.encode()))
-        self._apply_ready(now_ms)
-        self._push_all()
-        return group
+        now = self._at(now)
+        committed = self._write(ops, now)
+        self._settle(now)
+        return committed
 
-    def request_rights(self, member_id: str, amount: int, now_ms: int) -> None:
-        """Ask the other members for ``amount`` rights on ``("member", member_id, "balance")``."""
-        self.commit(lambda tx: tx.set(("rights", member_id, self.number), amount), now_ms)
+    def import_entries(self, entries: Iterable[bytes], now: Now | int) -> int:
+        """Take in entries from a trusted local source (the authority's feed carried from an
+        admin machine, a backup) as if a peer had sent them; returns how many were new.
 
-    # -- outputs --------------------------------------------------------------------------
+        Raises:
+            IntegrityError: an entry that does not verify (those before it are kept).
+        """
+        now = self._at(now)
+        batch = take_in(self._feeds, tuple(entries))
+        self._taken(batch, now)
+        self._settle(now)
+        self._push_all(now)
+        if batch.fault is not None:
+            raise MalformedData(batch.fault)
+        return len(batch.fresh())
 
-    def data_to_send(self, peer: Any) -> bytes:
-        session = self._sessions.get(peer)
-        if session is None:
-            return b""
-        data = session.channel.data_to_send()
-        session.stats.bytes_sent += len(data)
-        return data
+    def request_rights(self, key: tuple, amount: int, now: Now | int) -> Committed:
+        """Ask the other members for ``amount`` rights on the bounded counter ``key``.
 
-    def peers(self) -> list[Any]:
-        return list(self._sessions)
+        Raises:
+            InvalidInput: the schema names no escrow requests, or ``key`` is not bounded.
+        """
+        if self._escrow is None:
+            raise InvalidInput("this engine has no escrow keys: rights requests are not part of its schema")
+        if self._schema.type_of(key) is not BoundedCounter:
+            raise InvalidInput(f"{key!r} is not a bounded counter")
+        return self.commit([("set", self._escrow.request_key(key, self.number), amount)], now)
 
-    def peers_to_close(self) -> list[Any]:
-        out, self._to_close = self._to_close, []
-        return out
+    def flushed(self, now: Now | int) -> None:
+        """The driver flushed the store: everything appended so far is durable."""
+        now = self._at(now)
+        own = self._store.head(self.number) if self.number is not None else None
+        released = (own.seq if own else 0) > self._durable_seq
+        self._durable_seq = own.seq if own else 0
+        self._committed += self._unflushed
+        self._unflushed = []
+        if released:  # our own entries may leave now; others' go by the forwarding rule
+            self._push_all(now)
 
-    def alerts(self) -> list[Alert]:
-        out, self._alerts = self._alerts, []
-        return out
+    def flush_failed(self, now: Now | int) -> tuple[Committed, ...]:
+        """The store's flush failed: its writes are discarded, the replica rebuilt from what
+        is durable, every session restarted (peers were told of entries now gone).
 
-    def applied(self) -> list[AppliedChange]:
-        out, self._applied_out = self._applied_out, []
-        return out
+        Returns:
+            The commits that were lost; their callers must be told they failed.
+        """
+        now = self._at(now)
+        self._store.discard_unflushed()
+        lost, self._unflushed = tuple(self._unflushed), []
+        for session in list(self._sessions.values()):
+            self._close(session, CloseReason.STORAGE, "local storage failed", now)
+        self._alert(AlertKind.STORAGE_FAILED, self.number, f"a flush failed; {len(lost)} commit(s) dropped")
+        self._rebuild(now)
+        return lost
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    def poll(self) -> Effects:
+        """Everything to do now; each effect is handed out once."""
+        sends = {}
+        for session in [*self._sessions.values(), *self._closing]:
+            data = session.data_to_send()
+            if data:
+                sends[session.peer] = data
+        self._closing = []
+        applier = self._applier
+        effects = Effects(sends, tuple(self._closes), tuple(self._alerts + (applier.alerts if applier else [])),
+                          tuple(applier.changes if applier else ()), tuple(self._committed), tuple(self._acks_out),
+                          self._store.dirty)
+        self._closes, self._alerts, self._committed, self._acks_out = [], [], [], []
+        if applier is not None:
+            applier.alerts, applier.changes = [], []
+        return effects
 
     def next_deadline(self) -> int | None:
-        deadlines = []
-        for session in self._sessions.values():
-            if session.state is SessionState.CLOSED:
-                continue
-            channel_deadline = session.channel.next_deadline()
-            if channel_deadline is not None:
-                deadlines.append(channel_deadline)
-            if session.state is SessionState.LIVE:
-                deadlines.append(session.next_have_ms)
-                if session.push_due_ms is not None:
-                    deadlines.append(session.push_due_ms)
-                if session.ping_sent_ms is None:
-                    deadlines.append(session.last_heard_ms + self.config.ping_interval_ms)
-                deadlines.append(session.last_heard_ms + self.config.ping_timeout_ms)
+        """The monotonic time by which ``tick`` must be called next, or None."""
+        deadlines = [d for s in self._sessions.values() if (d := s.next_deadline()) is not None]
+        walls = [c.expires_ms for c in [self._keyring.certificate, *(s.cert for s in self._sessions.values())]
+                 if c is not None and c.expires_ms is not None]
+        if self._applier is not None:
+            if self._applier.escrow_dirty:
+                deadlines.append(self._now.mono_ms)
+            if (release := self._applier.skew_release_ms()) is not None:
+                walls.append(release)
+        # A wall-clock time as a monotonic one, as the clocks stood at the last input.
+        deadlines += [self._now.mono_ms + max(0, w - self._now.wall_ms) for w in walls]
         return min(deadlines) if deadlines else None
 
-    def session(self, peer: Any) -> Session | None:
-        return self._sessions.get(peer)
+    def status(self) -> Status:
+        """A snapshot of this engine (vectors, acks, peers, pending and held entries)."""
+        applier = self._applier
+        return Status(
+            device=self.number, is_member=self.is_member, vector=self._store.version_vector(),
+            applied=dict(applier.applied) if applier else {}, durable_seq=self._durable_seq,
+            digest=applier.replica.digest() if applier else None, acks=self._acks.summary(self._durable_seq),
+            peers=tuple(s.status() for s in self._sessions.values()), pending=applier.pending() if applier else 0,
+            held_for_skew=applier.held_for_skew() if applier else {},
+            held_unknown=tuple(sorted(applier.held_unknown)) if applier else (),
+            quarantined=tuple(sorted(self._store.quarantined())), revoked=dict(self._keyring.revocations))
 
-    def live_peers(self) -> dict[Any, int]:
-        """peer handle -> device number of every live session."""
-        return {p: s.number for p, s in self._sessions.items() if s.state is SessionState.LIVE}
+    def value(self, key: tuple) -> Any:
+        """The replicated value at ``key`` (members).
 
-    def version_vector(self) -> dict[int, int]:
-        return self.store.version_vector()
-
-    def applied_vector(self) -> dict[int, int]:
-        return dict(self._applied)
-
-    def ack(self, seq: int) -> AckState:
-        """Who is known to hold this node's entry ``seq``."""
-        holders = {n for n, vv in self._peer_holds.items() if vv.get(self.number, 0) >= seq and n != self.number}
-        return AckState(seq, frozenset(holders - self._relays), frozenset(holders & self._relays))
-
-    def ack_summary(self) -> dict[str, int]:
-        """How many local entries are held only here, on the LAN, or by an anchor."""
-        head = self.store.head(self.number) if self.number is not None else None
-        counts = {"local": 0, "lan": 0, "anchor": 0}
-        top = head.seq if head else 0
-        anchor_seq = max((vv.get(self.number, 0) for n, vv in self._peer_holds.items() if n in self._relays), default=0)
-        lan_seq = max((vv.get(self.number, 0) for n, vv in self._peer_holds.items()
-                       if n not in self._relays and n != self.number), default=0)
-        anchor_seq, lan_seq = min(anchor_seq, top), min(lan_seq, top)
-        counts["anchor"] = anchor_seq
-        counts["lan"] = max(0, lan_seq - anchor_seq)
-        counts["local"] = top - max(anchor_seq, lan_seq)
-        return counts
-
-    # -- sessions -------------------------------------------------------------------------
-
-    def _drain_channel(self, session: Session, now_ms: int) -> None:
-        channel = session.channel
-        while session.state is not SessionState.CLOSED and (event := channel.next_event()) is not None:
-            try:
-                if isinstance(event, ChannelEstablished):
-                    self._established(session, event, now_ms)
-                elif isinstance(event, FrameReceived):
-                    self._frame(session, event.obj, now_ms)
-                elif isinstance(event, ChannelClosed):
-                    session.fire(Frame.CLOSED)
-                    if event.error is not None:
-                        self._alert("protocol_error", session.number, f"{type(event.error).__name__}: {event.error}")
-                    self._to_close.append(session.peer)
-            except SessionProtocolError as exc:
-                self._alert("protocol_error", session.number, str(exc))
-                self._close(session, str(exc), protocol_error=True)
-
-    def _established(self, session: Session, event: ChannelEstablished, now_ms: int) -> None:
-        session.fire(Frame.ESTABLISHED)
-        cert = event.peer
-        if cert.number == self.number:
-            raise SessionProtocolError("connected to itself")
-        if any(s.number == cert.number and s.state is not SessionState.CLOSED
-               for s in self._sessions.values() if s is not session):
-            raise SessionProtocolError(f"device {cert.number} is already connected")
-        session.number = cert.number
-        session.is_relay = cert.is_relay
-        if cert.is_relay:
-            self._relays.add(cert.number)
-        session.next_have_ms = now_ms + self._have_interval()
-        self._send_have(session, full=True)
-
-    def _frame(self, session: Session, obj: Any, now_ms: int) -> None:
-        kind, arg = parse_frame(obj)
-        session.fire(kind)
-        if kind is Frame.HAVE:
-            vector, full = arg
-            holds = self._peer_holds.setdefault(session.number, {})
-            for origin, seq in vector.items():
-                session.confirm(origin, seq)
-                if seq > holds.get(origin, 0):
-                    holds[origin] = seq
-            if full:
-                session.correct(vector)
-            if len(obj) == 4:
-                self._compare_heads(session, vector, obj[3])
-            self._stream(session)
-        elif kind is Frame.ENTRIES:
-            batch, ack = arg
-            own, origins = self._entries(session, batch, now_ms)
-            if ack:
-                # Name every feed the batch carried even though the peer knows we hold what
-                # it sent: that is the confirmation its back-pressure window waits for.
-                self._send_have(session, full=False, ack_origins=origins)
-            elif own and self.config.prompt_acks:
-                self._send_have(session, full=False, ack_origins={session.number})
-        elif kind is Frame.PING:
-            self._send(session, ["pong", arg])
-        elif kind is Frame.PONG:
-            session.ping_sent_ms = None
-        elif kind is Frame.BYE:
-            session.close_reason = arg
-            self._to_close.append(session.peer)
-
-    def _entries(self, session: Session, batch: list[bytes], now_ms: int) -> tuple[bool, set[int]]:
-        """Take in a batch; returns whether it held new entries of the peer's own feed, and
-        the origins of the entries taken in."""
-        fresh = own = refused = False
-        origins: set[int] = set()
-        holds = self._peer_holds.setdefault(session.number, {})
-        for data in batch:
-            session.stats.entries_received += 1
-            try:
-                result = self.feeds.ingest(data, now_ms)
-            except ForkDetected as exc:
-                self._alert("fork", exc.origin, str(exc), exc.evidence)
-                # Hand the evidence to every peer: whichever entry it holds, the other one
-                # proves the fork to it too, and it quarantines the origin as well.
-                for other in self._sessions.values():
-                    if other.state is SessionState.LIVE:
-                        self._send(other, ["entries", list(exc.evidence), False], payload=sum(map(len, exc.evidence)))
-                continue
-            except (EpochUnavailable, SeqGap, UnknownOrigin) as exc:
-                # Not this peer's fault: the certificate, epoch grant or predecessors come later.
-                self._alert("entry_deferred", None, str(exc))
-                refused = True
-                continue
-            except (CertificateError, UnreadableEntry, DecryptionError, Quarantined) as exc:
-                # Revoked past its cutoff, expired, unreadable inside, or from a forked
-                # origin: the origin's doing (or news the peer had not heard yet), not the
-                # forwarding peer's, so no reason to drop the session.
-                self._alert("entry_refused", None, str(exc))
-                refused = True
-                continue
-            except ChainBroken as exc:
-                # The origin signed an entry that chains to a predecessor we do not hold:
-                # it has two histories, and the peer merely holds the other one.
-                self._alert("fork_suspected", None, str(exc))
-                refused = True
-                continue
-            except TillmeshError as exc:
-                raise SessionProtocolError(f"entry refused: {type(exc).__name__}: {exc}") from None
-            entry = result.entry
-            origins.add(entry.origin)
-            session.confirm(entry.origin, entry.seq)
-            session.tell(entry.origin, entry.seq)
-            if entry.seq > holds.get(entry.origin, 0):
-                holds[entry.origin] = entry.seq
-            if not result.new:
-                session.stats.redundant_received += 1
-                continue
-            fresh = True
-            own = own or entry.origin == session.number
-            if result.group is not None:
-                self._cache_group(entry.origin, entry.seq, result.group, len(data))
-        if refused and now_ms >= session.next_correction_ms:
-            # The peer counts what we did not take in as delivered; a full have puts it
-            # right (at most once per have interval: what failed now may well fail again).
-            session.next_correction_ms = now_ms + self.config.have_interval_ms
-            self._send_have(session, full=True)
-        if fresh:
-            self._apply_ready(now_ms)
-            if self._forward_eagerly:
-                self._push_all()
-        return own, origins
-
-    def _send(self, session: Session, frame: list, payload: int = 0) -> None:
-        if session.channel.state is ChannelState.CLOSED:
-            return  # the channel closed under this batch of events: its ChannelClosed comes next
-        session.channel.send_frame(frame)
-        session.stats.frames_sent += 1
-        session.stats.payload_bytes_sent += payload
-
-    def _compare_heads(self, session: Session, vector: dict[int, int], heads: dict[int, bytes]) -> None:
-        """Where the peer's entry at a seq we hold has another hash, the origin forked: send
-        the peer our entry, whose ingest gives it both signed entries as evidence (and it
-        does the same for us at its next full have)."""
-        quarantined = self.store.quarantined()
-        for origin, claimed in heads.items():
-            if origin in quarantined:
-                continue
-            ours = self.store.get(origin, vector[origin])
-            if ours is None or entry_hash(ours) == claimed:
-                continue
-            self._alert("fork_suspected", origin, f"device {origin}: the peer holds another entry at seq {vector[origin]}")
-            self._send(session, ["entries", [ours], False], payload=len(ours))
-
-    def _send_have(self, session: Session, *, full: bool, ack_origins: set[int] = frozenset(),
-                   with_heads: bool = False) -> None:
-        """Send the whole vector, or only what the peer does not know we hold (nothing: no frame)."""
-        vector = self.store.version_vector()
-        if not full:
-            vector = {o: s for o, s in vector.items() if s > session.told.get(o, 0) or o in ack_origins}
-            if not vector:
-                return
-        for origin, seq in vector.items():
-            session.tell(origin, seq)
-        if with_heads:
-            # Equal seqs can hide a fork (the origin signed two entries at one seq); the head
-            # hashes let the peer see it. Quarantined origins are left out: already known.
-            quarantined = self.store.quarantined()
-            heads = {o: h.hash for o, h in self.store.heads().items() if o not in quarantined}
-            self._send(session, ["have", vector, full, heads])
-        else:
-            self._send(session, ["have", vector, full])
-
-    def _have_interval(self) -> int:
-        interval = self.config.have_interval_ms
-        if not self.config.have_jitter:
-            return interval
-        # Between half and one and a half intervals, from the injected source: peers that
-        # connected together do not all send their haves, and all answer, at the same moment.
-        return interval // 2 + int.from_bytes(self._random(4), "big") % max(1, interval)
-
-    def _push_all(self) -> None:
-        delay = self.config.push_delay_ms
-        for session in self._sessions.values():
-            if session.state is not SessionState.LIVE:
-                continue
-            if delay <= 0:
-                self._stream(session)
-            elif session.push_due_ms is None:
-                session.push_due_ms = self._now + delay
-
-    def _stream(self, session: Session) -> None:
-        """Send the peer what it lacks, oldest first per origin, within the window."""
-        if session.state is not SessionState.LIVE:
-            return
-        heads = self.store.heads()
-        batch: list[bytes] = []
-        size = 0
-        for origin in sorted(heads):
-            if origin == session.number:
-                continue  # it came from the peer: it has it
-            start = session.known.get(origin, 0) + 1
-            while start <= heads[origin].seq:
-                if session.unconfirmed_bytes + size >= WINDOW_BYTES:
-                    break
-                chunk = self.store.read(origin, start, heads[origin].seq, limit=MAX_BATCH_ENTRIES)
-                for data in chunk:
-                    if len(batch) >= MAX_BATCH_ENTRIES or size + len(data) > MAX_BATCH_BYTES:
-                        self._flush(session, batch, size)
-                        batch, size = [], 0
-                        if session.unconfirmed_bytes >= WINDOW_BYTES:
-                            break
-                    batch.append(data)
-                    size += len(data)
-                    session.sent(origin, start, len(data))
-                    start += 1
-                else:
-                    continue
-                break
-        if batch:
-            self._flush(session, batch, size)
-
-    def _flush(self, session: Session, batch: list[bytes], size: int) -> None:
-        ask = session.unconfirmed_bytes >= WINDOW_BYTES // 2
-        if session.channel.state is ChannelState.CLOSED:
-            return
-        self._send(session, ["entries", batch, ask], payload=size)
-        session.stats.entries_sent += len(batch)
-
-    def _close(self, session: Session, reason: str, *, protocol_error: bool) -> None:
-        if session.state is SessionState.CLOSED:
-            return
-        try:
-            session.channel.send_frame(["bye", reason[:200]])
-        except TillmeshError:
-            pass
-        session.state = SessionState.CLOSED
-        session.close_reason = reason
-        self._to_close.append(session.peer)
-
-    def _alert(self, kind: str, origin: int | None, detail: str, evidence: tuple = ()) -> None:
-        self._alerts.append(Alert(kind, origin, detail, evidence))
-
-    # -- applying -------------------------------------------------------------------------
-
-    def _apply_ready(self, now_ms: int) -> None:
-        """Apply, in causal order, every stored entry whose predecessors are applied.
-
-        Answering rights requests commits new entries, which lands back here; the flag
-        keeps that to one loop, run again until nothing more is ready.
+        Raises:
+            InvalidInput: a relay (it holds no replica), or a key the schema does not know.
         """
-        if self._applying:
+        return self._member().replica.value(key)
+
+    def rights(self, key: tuple, device: int | None = None) -> int:
+        """Rights ``device`` (default: this one) holds on the bounded counter ``key``."""
+        return self._member().replica.state(key).rights(self.number if device is None else device)
+
+    def ack_level(self, seq: int):
+        """Where this device's entry ``seq`` is known to be held."""
+        return self._acks.level(seq)
+
+    # -- orchestration ------------------------------------------------------------------------
+
+    def _at(self, now: Now | int) -> Now:
+        self._now = Now.of(now)
+        return self._now
+
+    def _member(self) -> Applier:
+        if self._applier is None:
+            raise InvalidInput("this node is a relay: it holds no data key and no replica")
+        return self._applier
+
+    def _is_relay(self, number: int) -> bool:
+        cert = self._keyring.certificates.get(number)
+        return cert is not None and cert.is_relay
+
+    def _draw(self, n: int) -> int:
+        return int.from_bytes(self._random(4), "big") % n
+
+    def _alert(self, kind: AlertKind, origin: int | None, detail: str, **fields: Any) -> None:
+        self._alerts.append(Alert(kind, origin, detail, **fields))
+
+    def _sendable(self) -> dict[int, int]:
+        vector = self._store.version_vector()
+        if self.number in vector:
+            vector[self.number] = min(vector[self.number], self._durable_seq)
+        return vector
+
+    def _rebuild(self, now: Now) -> None:
+        """The replica as the replay of every stored, valid entry."""
+        if not self.is_member:
             return
-        self._applying = True
-        try:
-            while True:
-                progress = False
-                for origin, head in self.store.heads().items():
-                    while self._applied.get(origin, 0) < head.seq:
-                        seq = self._applied.get(origin, 0) + 1
-                        ready, group = self._ready(origin, seq)
-                        if not ready:
-                            break
-                        self._applied[origin] = seq
-                        if group is not None:
-                            self._merge(origin, seq, group, now_ms)
-                        progress = True
-                if not progress:
-                    break
-        finally:
-            self._applying = False
-        self._rights_work(now_ms)
+        self._applier = Applier(number=self.number, store=self._store, feeds=self._feeds, keyring=self._keyring,
+                                policy=self._policy, schema=self._schema, escrow=self._escrow, clock=self._clock)
+        self._applier.run(now)
 
-    def _rights_work(self, now_ms: int) -> None:
-        # A loop, not recursion: each answer commits, and a commit lands back here. Each
-        # round answers every open shortfall once, so the loop ends when nothing is left.
-        if self._answering or self.replica is None or self._replaying:
+    def _settle(self, now: Now) -> None:
+        """Apply what is ready, then write the rights answers it calls for, until quiet."""
+        applier = self._applier
+        if applier is None:
             return
-        self._answering = True
-        try:
-            while self._rights_dirty:
-                self._rights_dirty = False
-                self._answer_requests(now_ms)
-                self._clear_own_requests(now_ms)
-        finally:
-            self._answering = False
-
-    def _cache_group(self, origin: int, seq: int, group: DeltaGroup, size: int) -> None:
-        """Keep an opened group for its turn, within both cache bounds; else it is re-opened."""
-        if len(self._opened) < MAX_OPENED_CACHE and self._opened_bytes + size <= MAX_OPENED_CACHE_BYTES:
-            self._opened[(origin, seq)] = (group, size)
-            self._opened_bytes += size
-
-    def _ready(self, origin: int, seq: int) -> tuple[bool, DeltaGroup | None]:
-        """Whether entry ``seq`` of ``origin`` can be applied now, and its opened group."""
-        group, size = self._opened.pop((origin, seq), (None, 0))
-        self._opened_bytes -= size
-        if origin == AUTHORITY_NUMBER or self.replica is None:
-            return True, None  # control records are applied to the keyring on ingest
-        entry = Entry.decode(self.store.get(origin, seq))
-        if any(self._applied.get(o, 0) < s for o, s in entry.deps):
-            if group is not None:
-                self._cache_group(origin, seq, group, size)
-            return False, None
-        if group is None:
-            try:
-                group = self.feeds.open(entry)
-            except EpochUnavailable:
-                return False, None
-        return True, group
-
-    def _merge(self, origin: int, seq: int, group: DeltaGroup, now_ms: int) -> None:
-        replica = self.replica
-        cert = self.keyring.certificates.get(origin)
-        allowed = []
-        for key, delta in group.ops:
-            if cert is None or not self.policy.allows(cert, key):
-                roles = ", ".join(cert.roles) if cert else "no certificate"
-                self._alert("unauthorized", origin, f"entry {origin}/{seq}: {roles} may not write {key!r}; skipped")
-                continue
-            if not writes_only_own_slots(delta, origin) or (key[0] == "rights" and key[2] != origin):
-                self._alert("unauthorized", origin, f"entry {origin}/{seq}: forged slots for {key!r}; skipped")
-                continue
-            if isinstance(delta, BoundedCounter) and not self._spends_within_rights(key, delta, origin):
-                self._alert("unauthorized", origin, f"entry {origin}/{seq}: spends rights it does not hold "
-                                                    f"on {key!r}; skipped")
-                continue
-            allowed.append((key, delta))
-        skew = self.clock.observe(group.hlc, now_ms)
-        if skew is not None:
-            self._alert("clock_skew", origin, f"entry {origin}/{seq} is stamped {skew.skew_ms} ms ahead; not adopted")
-        if allowed:
-            result = replica.merge(DeltaGroup(group.hlc, origin, tuple(allowed)))
-            for key in result.conflicts:
-                self._alert("record_conflict", origin, f"two different records under {key!r}")
-        for key, delta in allowed:
-            if isinstance(delta, BoundedCounter):
-                self._touched.setdefault(key, {})[origin] = seq
-        keys = tuple(key for key, _ in allowed)
-        self._applied_out.append(AppliedChange(origin, seq, keys))
-        if any(k[0] in ("rights", "member") for k in keys):
-            self._rights_dirty = True
-
-    def _spends_within_rights(self, key: tuple, delta: BoundedCounter, origin: int) -> bool:
-        """An honest writer's delta, applied in causal order, cites only income we hold and
-        leaves the writer's rights at zero or more; anything else is made up."""
-        state = self.replica.state(key)
-        if not income_is_known(delta, state, origin):
-            return False
-        state.merge(delta)
-        return state.rights(origin) >= 0
-
-    # -- escrow rights --------------------------------------------------------------------
-
-    def open_requests(self) -> list[tuple[tuple, int]]:
-        """Outstanding rights requests: (request key, amount)."""
-        replica = self.replica
-        if replica is None:
-            return []
-        requests = []
-        for key in replica.keys("rights"):
-            amount = replica.value(key)
-            if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0:
-                requests.append((key, amount))
-        return requests
-
-    def _answer_requests(self, now_ms: int) -> None:
-        replica = self.replica
-        requests = self.open_requests()
-        # A member that is itself short on a balance gives none of it away: two members
-        # asking for the same balance would otherwise pass the rights back and forth forever.
-        wanting = {key[1] for key, _ in requests if key[2] == self.number}
-        for key, amount in requests:
-            _, member_id, device = key
-            if device == self.number or member_id in wanting:
-                continue
-            balance = ("member", member_id, "balance")
-            counter = replica.state(balance)
-            # What the requester still lacks, as this replica sees it: our own transfers
-            # are applied here at once, so we never answer the same shortfall twice, and
-            # the rule needs no memory beyond the replicated state (a restart changes nothing).
-            give = min(counter.rights(self.number), amount - counter.rights(device), MAX_AMOUNT)
-            if give <= 0:
-                continue
-            try:
-                self.commit(lambda tx: tx.transfer(balance, device, give), now_ms)
-            except TillmeshError as exc:
-                self._alert("rights_refused", self.number, f"could not answer {key!r}: {exc}")
-
-    def _clear_own_requests(self, now_ms: int) -> None:
-        replica = self.replica
-        for key, amount in self.open_requests():
-            _, member_id, device = key
-            if device != self.number:
-                continue
-            if replica.state(("member", member_id, "balance")).rights(self.number) >= amount:
+        applier.run(now)
+        while self._escrow is not None and applier.escrow_dirty:
+            applier.escrow_dirty = False
+            # Each answer is worked out after the last one is applied; every write lowers our
+            # rights or clears a request, so the loop ends.
+            while (ops := rights_work(applier.replica, self.number, self._escrow)) is not None:
                 try:
-                    self.commit(lambda tx: tx.set(key, 0), now_ms)
+                    self._write(ops, now)
                 except TillmeshError as exc:
-                    self._alert("rights_refused", self.number, f"could not clear {key!r}: {exc}")
+                    self._alert(AlertKind.RIGHTS_REFUSED, self.number, f"could not write {ops!r}: {exc}")
+                    break
+            applier.run(now)
+
+    def _write(self, ops: Iterable[tuple] | Callable[[Any], None], now: Now) -> Committed:
+        applier = self._member()
+        group, deps = applier.prepare(ops, self._clock.now(now.wall_ms))
+        entry = self._feeds.append_local(group, deps=deps, random_bytes=self._random)
+        self._clock.witness(group.hlc)
+        applier.cache(entry, group)
+        applier.run(now)
+        committed = Committed(entry.origin, entry.seq, entry.hash, tuple(key for key, _ in group.ops))
+        self._unflushed.append(committed)
+        return committed
+
+    def _push_all(self, now: Now) -> None:
+        for session in self._sessions.values():
+            session.push(now.mono_ms)
+
+    def _handle(self, session: Session, events: list, now: Now, *, gone: bool = False) -> None:
+        events = list(events)
+        while events:
+            event = events.pop(0)
+            if isinstance(event, (Authenticated, EntriesArrived)):
+                if isinstance(event, Authenticated):
+                    self._authenticated(session, event.cert, now)
+                else:
+                    self._intake(session, event, now)
+                events += session.resume(now.mono_ms)  # the frames that came behind it
+            elif isinstance(event, HaveArrived):
+                device = session.number
+                self._acks_out += self._acks.observe(device, event.vector.get(self.number, 0), self._durable_seq)
+            elif isinstance(event, ForkSuspected):
+                self._alert(AlertKind.FORK_SUSPECTED, event.origin, f"device {event.origin}: the peer holds another "
+                            f"entry at seq {event.seq}", entry=(event.origin, event.seq))
+            elif isinstance(event, Ended):
+                # A transport that died mid-handshake or mid-message is the network's doing,
+                # not something to alert an operator about; a peer breaking the protocol is.
+                lost = isinstance(event.error, (ConnectionLost, HandshakeTimeout))
+                if event.reason is CloseReason.PROTOCOL_ERROR or (event.error is not None and not lost):
+                    self._alert(AlertKind.PROTOCOL_ERROR, session.number, event.detail)
+                if self._sessions.get(session.peer) is session:
+                    del self._sessions[session.peer]
+                self._closing.append(session)
+                if not gone:
+                    self._closes.append(Close(session.peer, event.reason, event.detail, event.by_peer))
+
+    def _close(self, session: Session, reason: CloseReason, detail: str, now: Now) -> None:
+        """End a session from our side and hand out what that sets off."""
+        session.close(reason, detail)
+        self._handle(session, session.events(), now)
+
+    def _authenticated(self, session: Session, cert: Any, now: Now) -> None:
+        if cert.number == self.number:
+            self._close(session, CloseReason.SELF, "connected to itself", now)
+            return
+        for other in [s for s in self._sessions.values() if s is not session and s.number == cert.number]:
+            loser, reason = duplicate_loser(other, session, self.number)
+            detail = (f"device {cert.number} is connected already" if reason is CloseReason.DUPLICATE
+                      else "a newer connection from the same device took over")
+            self._close(loser, reason, detail, now)
+            if loser is session:
+                return
+        session.greet(now.mono_ms)
+
+    def _intake(self, session: Session, event: EntriesArrived, now: Now) -> None:
+        batch = take_in(self._feeds, event.batch)
+        self._taken(batch, now)
+        for evidence in batch.evidence:  # whichever entry a peer holds, the other proves the fork
+            for other in self._sessions.values():
+                other.send_evidence(evidence)
+        for result in batch.taken:
+            session.received_entry(result.entry.origin, result.entry.seq, result.new)
+        for _ in range(len(event.batch) - len(batch.taken)):
+            session.refused_entry()
+        if batch.fault is not None:
+            self._close(session, CloseReason.PROTOCOL_ERROR, batch.fault, now)
+            return
+        own_new = any(r.entry.origin == session.number for r in batch.fresh())
+        session.took_in(origins=batch.origins, own_new=own_new, refused=batch.refused > 0, ack=event.ack,
+                        mono_ms=now.mono_ms)
+        if batch.fresh():
+            self._settle(now)
+            if self._forward_eagerly:
+                self._push_all(now)
+
+    def _taken(self, batch: Batch, now: Now) -> None:
+        """What every intake does with what it took in, whoever sent it."""
+        self._alerts += batch.alerts
+        for result in batch.fresh():
+            if result.control is not None:
+                self._control(result.control, now)
+            if result.group is not None and self._applier is not None:
+                self._applier.cache(result.entry, result.group)
+
+    def _control(self, record: Any, now: Now) -> None:
+        """A control record was taken in; a revocation acts at once."""
+        if not isinstance(record, Revocation):
+            return
+        device, cutoff = record.number, self._keyring.revocations[record.number]
+        dropped = self._store.truncate(device, cutoff)
+        applied = self._applier.applied.get(device, 0) if self._applier else 0
+        if dropped:
+            self._alert(AlertKind.REVOKED_ENTRIES_DROPPED, device, f"device {device} was revoked after seq {cutoff}: "
+                        f"{dropped} entries past the cutoff removed")
+        if applied > cutoff:
+            self._rebuild(now)
+        for session in list(self._sessions.values()):
+            if device == self.number or session.number == device:
+                self._close(session, CloseReason.REVOKED, f"device {device} was revoked", now)
 
     def __repr__(self) -> str:
         kind = "member" if self.is_member else "relay"
         return f"Engine(device={self.number}, {kind}, sessions={len(self._sessions)})"
-
-
-def seeded(seed: int) -> Callable[[int], bytes]:
-    """A deterministic random-bytes source, for tests and simulations only."""
-    return random.Random(seed).randbytes

@@ -60,7 +60,16 @@ from collections.abc import Callable, Sequence
 from nacl import bindings as _sodium
 from nacl import exceptions as _nacl_exc
 
-from crdt_types import IntegrityError, InvalidInput, RemoteProtocolError, TillmeshError
+from crdt_types import InvalidInput, TillmeshError
+
+from ._errors import (
+    DecryptionFailed,
+    HandshakeFailed,
+    MalformedNoiseMessage,
+    MessageTooLarge,
+    NonceExhausted,
+    OutOfTurn,
+)
 
 __all__ = [
     "PROTOCOL_NAME",
@@ -100,37 +109,6 @@ PSKLEN = 32  # spec section 9: pre-shared keys are exactly 32 bytes
 MAX_NONCE = 2**64 - 1
 
 _BLOCKLEN = 128  # BLAKE2b block size, the HMAC block size
-
-
-# --- errors -----------------------------------------------------------------------------------
-
-
-class HandshakeFailed(IntegrityError):
-    """A handshake message failed authentication or carried an unusable public key.
-
-    Wrong network key (psk), a different prologue, tampering in transit and a low-order
-    public key all end here. The handshake is dead afterwards.
-    """
-
-
-class DecryptionFailed(IntegrityError):
-    """A transport message (or a CipherState ciphertext) failed AEAD authentication."""
-
-
-class MalformedNoiseMessage(RemoteProtocolError):
-    """A received Noise message is shorter than its pattern requires or longer than 65535."""
-
-
-class MessageTooLarge(InvalidInput):
-    """The caller asked to send a message that would exceed ``MAX_NOISE_MESSAGE`` bytes."""
-
-
-class NonceExhausted(TillmeshError):
-    """A CipherState has used every nonce (n reached 2**64-1); the session must be rebuilt."""
-
-
-class OutOfTurn(InvalidInput):
-    """A handshake method was called in a phase that does not allow it."""
 
 
 # --- primitives (thin adapters over libraries) ------------------------------------------------

@@ -6,8 +6,11 @@ op, so an op outside the origin's roles or branch is skipped identically everywh
 reported, while the rest of its delta group still applies.
 
 Besides roles, one rule is structural and not up to the table: a delta may only *write*
-the slots of its own origin (a counter slot, a register's replica, a bounded counter's
-P/D/T rows). Anything else is a forgery and is skipped the same way.
+the slots of its own origin (a counter slot, a register's stamp, a bounded counter's
+D and outgoing T rows, every Yrs client id that owns structs in a document update).
+Anything else is a forgery and is skipped the same way. A document update under another
+device's client id is the subtle case: Yrs would take the forged item as that device's,
+and drop the device's own first edit as a duplicate wherever the forgery arrived first.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from crdt_types import BoundedCounter, LWWRegister, PNCounter
+from crdt_types import BoundedCounter, Document, LWWRegister, PNCounter, client_id_for
 
 from ._identity import Certificate
 
@@ -61,6 +64,8 @@ def writes_only_own_slots(delta: Any, writer: Any) -> bool:
         # Rows P[j] and T[j, writer] are copies of what justifies a spend, not writes;
         # ``income_is_known`` checks them against the receiver's state.
         return all(r == writer for r in d) and all(writer in pair for pair in t)
+    if isinstance(delta, Document):
+        return delta.writers() <= {client_id_for(writer)}
     return True
 
 

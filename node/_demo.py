@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import TextIO
 
 from crdt_types import InsufficientRights
-from gossip import Authority, DeviceKey, Engine, Loopback, MemoryFeedStore, import_token, seeded
+from gossip import Engine
+from gossip.testing import ShopBuilder
 
-from ._policy import POS_POLICY
+from .pos import POS_ESCROW, POS_POLICY
 
 START_MS = 1_800_000_000_000  # virtual time
 ALICE = ("member", "alice", "balance")
@@ -37,18 +38,11 @@ class Shop:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.now = START_MS
-        random_bytes = seeded(2026)
-        self.authority = Authority.create(random_bytes, self.now)
-        self.net = Loopback()
+        self.builder = ShopBuilder(2026, START_MS, policy=POS_POLICY, escrow=POS_ESCROW)
         for name, branch, roles in DEVICES:
-            key = DeviceKey.generate(random_bytes)
-            cert = self.authority.enroll(key.public, name=name, branch=branch, roles=roles, now_ms=self.now)
-            # The enrollment token is what an installer would paste into the new device.
-            keyring, _, feed = import_token(self.authority.token(cert.number), key)
-            store = MemoryFeedStore()
-            for entry in feed:
-                store.append(entry.origin, entry.seq, entry.hash, entry.encode())
-            self.net.add(name, Engine(keyring, store, random_bytes=random_bytes, now_ms=self.now, policy=POS_POLICY))
+            # Each device comes up from its enrollment token, as an installer would paste it in.
+            self.builder.enroll(name, roles, branch)
+        self.net = self.builder.loopback()
         self.members = [name for name, _, roles in DEVICES if "relay" not in roles]
 
     def engine(self, name: str) -> Engine:
@@ -63,21 +57,18 @@ class Shop:
     def say(self, text: str) -> None:
         self.out.write(text + "\n")
 
-    def commit(self, name: str, build) -> None:
-        self.engine(name).commit(build, self.now)
+    def commit(self, name: str, ops: list[tuple]) -> None:
+        self.engine(name).commit(ops, self.now)
         self.net.run(self.now)
 
     def sell(self, name: str, sale_id: str, sku: str, qty: int, price: int, member: bool = False) -> bool:
-        branch = self.engine(name).keyring.certificate.branch
-
-        def build(tx) -> None:
-            tx.record(("sale", sale_id), {"till": name, "sku": sku, "qty": qty, "total": qty * price})
-            tx.add(("stock", branch, sku), -qty)
-            if member:
-                tx.decrement(ALICE, qty * price)
-
+        branch = dict((n, b) for n, b, _ in DEVICES)[name]
+        ops = [("record", ("sale", sale_id), {"till": name, "sku": sku, "qty": qty, "total": qty * price}),
+               ("add", ("stock", branch, sku), -qty)]
+        if member:
+            ops.append(("decrement", ALICE, qty * price))
         try:
-            self.commit(name, build)
+            self.commit(name, ops)
             return True
         except InsufficientRights as refused:
             self.say(f"  {name}: charge of {qty * price} to alice refused, too few rights on this till: {refused}")
@@ -85,41 +76,38 @@ class Shop:
 
     def table(self, title: str) -> None:
         self.say(f"\n{title}")
+        number = self.builder.numbers
         rows = {
-            "stock central coffee": lambda r: r.value(("stock", "central", COFFEE)),
-            "stock north coffee": lambda r: r.value(("stock", "north", COFFEE)),
-            "coffee price": lambda r: r.value(("price", COFFEE)),
-            "alice balance": lambda r: r.value(ALICE),
-            "alice rights here": lambda r: r.state(ALICE).rights(r.replica_id),
-            "sales seen": lambda r: sum(1 for key in r.keys() if key[0] == "sale"),
-            "digest": lambda r: r.digest().hex()[:10],
+            "stock central coffee": lambda e, n: e.value(("stock", "central", COFFEE)),
+            "stock north coffee": lambda e, n: e.value(("stock", "north", COFFEE)),
+            "coffee price": lambda e, n: e.value(("price", COFFEE)),
+            "alice balance": lambda e, n: e.value(ALICE),
+            "alice rights here": lambda e, n: e.rights(ALICE),
+            "digest": lambda e, n: e.status().digest.hex()[:10],
         }
         names = [name for name, _, _ in DEVICES]
         self.say("".ljust(22) + "".join(n.rjust(12) for n in names))
         for label, read in rows.items():
             cells = []
             for name in names:
-                replica = self.engine(name).replica
-                cells.append("(blind)" if replica is None else str(read(replica)))
+                engine = self.engine(name)
+                cells.append("(blind)" if not engine.is_member else str(read(engine, number[name])))
             self.say(label.ljust(22) + "".join(c.rjust(12) for c in cells))
         self.say("entries held".ljust(22) + "".join(
-            str(sum(self.engine(n).store.version_vector().values())).rjust(12) for n in names))
+            str(sum(self.engine(n).status().vector.values())).rjust(12) for n in names))
 
     def traffic(self) -> None:
         self.say("\nbytes sent (entry payload / protocol metadata) and where each device's own entries are held:")
         for name, _, _ in DEVICES:
-            engine = self.engine(name)
-            payload = metadata = 0
-            for peer in engine.peers():
-                stats = engine.session(peer).stats
-                payload += stats.payload_bytes_sent
-                metadata += stats.metadata_bytes_sent
-            acks = engine.ack_summary() if engine.is_member else {}
+            status = self.engine(name).status()
+            payload = sum(p.payload_bytes_sent for p in status.peers)
+            metadata = sum(p.metadata_bytes_sent for p in status.peers)
+            acks = status.acks.as_dict() if status.is_member else {}
             ack_text = ", ".join(f"{k} {v}" for k, v in acks.items()) if acks else "no entries of its own"
             self.say(f"  {name:<9} payload {payload:>7}  metadata {metadata:>7}   own entries: {ack_text}")
 
     def converged(self) -> bool:
-        return len({self.engine(name).replica.digest() for name in self.members}) == 1
+        return len({self.engine(name).status().digest for name in self.members}) == 1
 
 
 def run(out: TextIO) -> bool:
@@ -133,8 +121,8 @@ def run(out: TextIO) -> bool:
     shop.say("north-1 in the north branch, and a relay anchor in the cloud that cannot read entries.")
 
     shop.say("\nMorning: managers set prices and receive stock.")
-    shop.commit("till-1", lambda tx: (tx.set(("price", COFFEE), 899), tx.add(("stock", "central", COFFEE), 40)))
-    shop.commit("north-1", lambda tx: tx.add(("stock", "north", COFFEE), 25))
+    shop.commit("till-1", [("set", ("price", COFFEE), 899), ("add", ("stock", "central", COFFEE), 40)])
+    shop.commit("north-1", [("add", ("stock", "north", COFFEE), 25)])
     shop.later(2_000)
 
     shop.say("\nThe basement till loses its link. Everyone keeps selling:")
@@ -147,11 +135,11 @@ def run(out: TextIO) -> bool:
     shop.say("  four sales on four tills, one of them offline")
 
     shop.say("\nAlice tops up 5000 at north-1; the rights to spend it are north-1's.")
-    shop.commit("north-1", lambda tx: tx.increment(ALICE, 5_000))
+    shop.commit("north-1", [("increment", ALICE, 5_000)])
     shop.later(1_000)
     shop.say("Alice buys coffee at till-2 and pays from her balance:")
     if not shop.sell("till-2", "C2-0002", COFFEE, 1, 899, member=True):
-        shop.engine("till-2").request_rights("alice", 899, shop.now)
+        shop.engine("till-2").request_rights(ALICE, 899, shop.now)
         net.run(shop.now)
         shop.say("  till-2 asks for rights; north-1 answers with a transfer through the anchor")
         shop.later(1_000)
@@ -168,8 +156,8 @@ def run(out: TextIO) -> bool:
     shop.later(6_000)  # one anti-entropy round (EngineConfig.have_interval_ms) and then some
     shop.table("After:")
     shop.traffic()
-    alerts = [a for name in shop.net.engines for a in shop.engine(name).alerts() if a.kind != "entry_deferred"]
-    shop.say(f"\nincidents: {len(alerts)}" + "".join(f"\n  {a.kind}: {a.detail}" for a in alerts))
+    alerts = shop.net.take_alerts()
+    shop.say(f"\nincidents: {len(alerts)}" + "".join(f"\n  {a.kind.value}: {a.detail}" for a in alerts))
     converged = shop.converged()
     shop.say(f"\nconverged: {'yes' if converged else 'no'}")
     return converged

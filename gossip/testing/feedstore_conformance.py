@@ -5,16 +5,18 @@ fixture (an empty store, fresh for each test) and assume nothing but the ``FeedS
 interface. A test module runs the suite for its implementations by importing it and building
 the fixture from a registry of factories::
 
-    from tests.gossip.feedstore_conformance import *  # noqa: F403  (the test functions)
-    from tests.gossip.feedstore_conformance import store_fixture
+    from gossip.testing.feedstore_conformance import *  # noqa: F403  (the test functions)
+    from gossip.testing.feedstore_conformance import store_fixture
 
-    store = store_fixture({"sqlite": lambda tmp_path: SQLiteFeedStore(tmp_path / "feeds.db")})
+    store = store_fixture({"sqlite": lambda tmp_path: SqliteFeedStore(tmp_path / "feeds.db")})
 
 ``store_factories`` holds the implementations of gossip/ itself (``tests/gossip/test_store.py``
 runs it); a factory takes pytest's ``tmp_path`` so that on-disk stores have somewhere to live.
-A store with a ``close()`` method is closed after each test.
+A store with a ``close()`` method is closed after each test; a store that can be reopened
+on the same place (a ``reopen()`` method returning a new instance over the same files) is
+also checked for what survives: exactly what was flushed.
 
-This module is not collected by itself (its name does not start with ``test_``).
+It needs pytest, which only the test extras install; nothing else in gossip imports it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 
 from crdt_types import StorageError, TillmeshError
 from gossip import MAX_READ, FeedStore, Head, MemoryFeedStore
+from gossip._store import MAX_META_BYTES
 
 StoreFactory = Callable[[Path], FeedStore]
 
@@ -369,3 +372,135 @@ __all__ = [
     "StoreFactory", "store_factories", "store_fixture",
     *sorted(name for name in list(globals()) if name.startswith("test_")),
 ]
+
+
+# -- durability: flush, discard, and what survives ---------------------------------------------
+
+
+def test_writes_are_visible_before_a_flush(store):
+    fill(store, 1, 2)
+    assert store.dirty
+    assert store.head(1) == Head(2, h(1, 2))
+    store.flush()
+    assert not store.dirty
+    assert store.read(1, 1) == [d(1, 1), d(1, 2)]
+
+
+def test_discard_unflushed_forgets_every_write_since_the_last_flush(store):
+    fill(store, 1, 2)
+    store.put_meta("acks", b"one")
+    store.flush()
+    before = (observed(store), store.get_meta("acks"))
+    fill(store, 1, 3, start=3)
+    fill(store, 2, 1)
+    store.quarantine(2, (b"x", b"y"))
+    store.truncate(1, 1)
+    store.put_meta("acks", b"two")
+    store.put_meta("other", b"new")
+    assert store.dirty
+    store.discard_unflushed()
+    assert not store.dirty
+    assert (observed(store), store.get_meta("acks")) == before
+    assert store.get_meta("other") is None
+    fill(store, 1, 1, start=3)  # the feed goes on from the durable head
+    assert store.head(1) == Head(3, h(1, 3))
+
+
+def test_discard_with_nothing_unflushed_changes_nothing(store):
+    fill(store, 1, 2)
+    store.flush()
+    before = observed(store)
+    store.discard_unflushed()
+    assert observed(store) == before
+
+
+def test_reopened_store_holds_exactly_what_was_flushed(store):
+    reopen = getattr(store, "reopen", None)
+    if not callable(reopen):
+        pytest.skip("this store keeps nothing beyond the process; crashed() covers the memory store")
+    fill(store, 1, 2)
+    store.put_meta("acks", b"kept")
+    store.flush()
+    fill(store, 1, 1, start=3)
+    store.put_meta("acks", b"lost")
+    again = reopen()
+    assert again.head(1) == Head(2, h(1, 2))
+    assert again.get_meta("acks") == b"kept"
+
+
+# -- truncate: a revocation cutoff removes what lies past it ------------------------------------
+
+
+def test_truncate_removes_entries_past_the_cutoff(store):
+    fill(store, 1, 5)
+    fill(store, 2, 2)
+    assert store.truncate(1, 3) == 2
+    assert store.head(1) == Head(3, h(1, 3))
+    assert store.read(1, 1) == [d(1, s) for s in range(1, 4)]
+    assert store.get(1, 4) is None
+    assert store.head(2) == Head(2, h(2, 2))
+    fill(store, 1, 1, start=4)  # appends go on from the new head
+    assert store.head(1) == Head(4, h(1, 4))
+
+
+def test_truncate_to_zero_forgets_the_feed(store):
+    fill(store, 1, 3)
+    assert store.truncate(1, 0) == 3
+    assert store.head(1) is None
+    assert 1 not in store.heads()
+    assert store.version_vector() == {}
+    fill(store, 1, 1)
+
+
+def test_truncate_at_or_past_the_head_removes_nothing(store):
+    fill(store, 1, 3)
+    before = observed(store)
+    assert store.truncate(1, 3) == 0
+    assert store.truncate(1, 10) == 0
+    assert store.truncate(9, 0) == 0
+    assert observed(store) == before
+
+
+@pytest.mark.parametrize("cutoff", [-1, "2", None, True])
+def test_truncate_with_a_bad_cutoff_raises_and_removes_nothing(store, cutoff):
+    fill(store, 1, 3)
+    before = observed(store)
+    with pytest.raises(StorageError):
+        store.truncate(1, cutoff)
+    assert observed(store) == before
+
+
+# -- meta: a small key-value area ---------------------------------------------------------------
+
+
+def test_meta_round_trips_and_replaces(store):
+    assert store.get_meta("acks") is None
+    store.put_meta("acks", b"\x00\x01")
+    assert store.get_meta("acks") == b"\x00\x01"
+    store.put_meta("acks", b"")
+    assert store.get_meta("acks") == b""
+    store.put_meta("snapshot-at", b"7")
+    assert store.get_meta("acks") == b""
+
+
+def test_meta_value_at_its_size_limit(store):
+    store.put_meta("big", bytes(MAX_META_BYTES))
+    assert len(store.get_meta("big")) == MAX_META_BYTES
+    with pytest.raises(StorageError):
+        store.put_meta("big", bytes(MAX_META_BYTES + 1))
+    assert len(store.get_meta("big")) == MAX_META_BYTES
+
+
+@pytest.mark.parametrize("name", ["", "x" * 65, None, 7])
+def test_meta_bad_names_raise(store, name):
+    with pytest.raises(StorageError):
+        store.put_meta(name, b"v")
+    with pytest.raises(StorageError):
+        store.get_meta(name)
+
+
+@pytest.mark.parametrize("value", ["text", None, 7, bytearray(b"x")])
+def test_meta_bad_values_raise_and_store_nothing(store, value):
+    with pytest.raises(StorageError):
+        store.put_meta("acks", value)
+    assert store.get_meta("acks") is None

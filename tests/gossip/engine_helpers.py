@@ -1,5 +1,6 @@
-"""Builders for the engine tests: a shop of enrolled devices, engines over kept stores, a
-ConnectionPair that wires two engines directly, and a recorder of the frames a session sends.
+"""Builders for the engine tests, on top of ``gossip.testing``: the shop builder, a
+ConnectionPair that wires two engines directly through ``poll()``, a recorder of the frames
+a session sends, and a hand-driven peer.
 
 Everything is deterministic: every random byte comes from ``seeded(seed)``, every time is a
 virtual millisecond passed in by the test. Nothing here sleeps or opens a socket.
@@ -7,75 +8,31 @@ virtual millisecond passed in by the test. Nothing here sleeps or opens a socket
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any, Callable
 
-from crdt_types import HLC
-from gossip import (
-    ALLOW_ALL,
-    Authority,
-    ChannelClosed,
-    ChannelEstablished,
-    DeviceKey,
-    Engine,
-    EngineConfig,
-    FeedStore,
-    FrameReceived,
-    Keyring,
-    Loopback,
-    MemoryFeedStore,
-    Policy,
-    SecureChannel,
-    import_token,
-    seeded,
-)
+from gossip import Engine, FeedStore, Now
+from gossip._channel import ChannelClosed, ChannelEstablished, FrameReceived, SecureChannel
+from gossip._session import Session
+from gossip.testing import T0, Loopback, ShopBuilder
 
-T0 = 1_800_000_000_000  # virtual "now" in ms; tests move it explicitly
+__all__ = [
+    "T0", "BRANCH", "Shop", "Pair", "RecordingChannel", "record_frames", "frames_of", "HandPeer",
+    "digests", "local_entries", "all_entries", "heal", "session_of", "store_of", "kinds",
+    "bare_session", "live_peers", "peer_status", "keyring_of", "ack_holders", "open_requests",
+]
+
 BRANCH = "central"
 
 
-class Shop:
-    """An authority and its enrolled devices; builds (and rebuilds) an engine per device.
+class Shop(ShopBuilder):
+    """``gossip.testing.ShopBuilder`` plus a bare channel speaking as one of its devices."""
 
-    Every device should be enrolled before the first engine is built: a keyring learns of
-    later enrollments only through the authority feed, which nobody pushes in these tests
-    unless a device enrolled later joins (its token carries the whole feed so far).
-    """
-
-    def __init__(self, seed: int = 1, now_ms: int = T0) -> None:
-        self.random_bytes = seeded(seed)
-        self.now_ms = now_ms
-        self.authority = Authority.create(self.random_bytes, now_ms)
-        self.keys: dict[str, DeviceKey] = {}
-        self.numbers: dict[str, int] = {}
-        self.stores: dict[str, FeedStore] = {}
-
-    def enroll(self, name: str, roles: tuple[str, ...] = ("cashier",), branch: str = BRANCH) -> int:
-        key = DeviceKey.generate(self.random_bytes)
-        cert = self.authority.enroll(key.public, name=name, branch=branch, roles=tuple(roles), now_ms=self.now_ms)
-        self.keys[name] = key
-        self.numbers[name] = cert.number
-        return cert.number
-
-    def keyring(self, name: str) -> Keyring:
-        keyring, cert, _ = import_token(self.authority.token(self.numbers[name]), self.keys[name])
-        assert cert.number == self.numbers[name]
-        return keyring
-
-    def store(self, name: str) -> FeedStore:
-        """The device's store, created on first use and seeded with the authority feed."""
-        store = self.stores.get(name)
-        if store is None:
-            _, _, feed = import_token(self.authority.token(self.numbers[name]), self.keys[name])
-            store = self.stores[name] = MemoryFeedStore()
-            for entry in feed:
-                store.append(entry.origin, entry.seq, entry.hash, entry.encode())
-        return store
-
-    def engine(self, name: str, *, policy: Policy = ALLOW_ALL, config: EngineConfig = EngineConfig(),
-               now_ms: int | None = None, hlc: HLC | None = None) -> Engine:
-        """An engine for ``name`` over its kept store: a restart when one was built before."""
-        return Engine(self.keyring(name), self.store(name), random_bytes=self.random_bytes,
-                      now_ms=self.now_ms if now_ms is None else now_ms, policy=policy, config=config, hlc=hlc)
+    def engine(self, name: str, *, now_ms: int | None = None, **kwargs: Any) -> Engine:
+        """``ShopBuilder.engine``, with the time named as the older tests name it."""
+        if now_ms is not None:
+            kwargs["now"] = now_ms
+        return super().engine(name, **kwargs)
 
     def channel(self, name: str, *, initiator: bool, now_ms: int | None = None) -> SecureChannel:
         """A bare SecureChannel speaking as device ``name``: a hand-driven (misbehaving) peer."""
@@ -83,12 +40,27 @@ class Shop:
                              now_ms=self.now_ms if now_ms is None else now_ms)
 
 
+def session_of(engine: Engine, peer: Any) -> Session | None:
+    """The engine's session with ``peer`` (white-box: only tests of the session machine look)."""
+    return engine._sessions.get(peer)
+
+
+def store_of(engine: Engine) -> FeedStore:
+    return engine._store
+
+
+def kinds(alerts) -> list[str]:
+    return [a.kind.value for a in alerts]
+
+
 class Pair:
-    """Two engines wired directly, h11 ``ConnectionPair`` style.
+    """Two engines wired directly, h11 ``ConnectionPair`` style, driven through ``poll()``.
 
     ``a`` sees its peer under the handle ``"b"`` and ``b`` sees ``"a"``. ``exchange`` moves
-    bytes both ways until neither side has anything to send; ``tap(sender, data)`` may alter
-    the bytes (it sees every chunk). Bytes delivered per direction are counted in ``moved``.
+    bytes both ways until neither side has anything to do, flushing a side's store when it
+    asks (and telling it); ``tap(sender, data)`` may alter the bytes. Bytes delivered per
+    direction are counted in ``moved``; what each side reported is kept in ``alerts``,
+    ``applied``, ``committed``, ``closes`` and ``acks``.
     """
 
     def __init__(self, a: Engine, b: Engine, now_ms: int, *, connect: bool = True) -> None:
@@ -96,6 +68,11 @@ class Pair:
         self.moved = {"a": 0, "b": 0}  # bytes delivered from that side
         self.closed: set[str] = set()  # sides that asked to close
         self.tap: Callable[[str, bytes], bytes] | None = None
+        self.alerts: dict[str, list] = defaultdict(list)
+        self.applied: dict[str, list] = defaultdict(list)
+        self.committed: dict[str, list] = defaultdict(list)
+        self.closes: dict[str, list] = defaultdict(list)
+        self.acks: dict[str, list] = defaultdict(list)
         if connect:
             self.connect(now_ms)
 
@@ -112,15 +89,29 @@ class Pair:
         self.b.connected("a", False, now_ms)
         self.exchange(now_ms)
 
-    def exchange(self, now_ms: int, *, max_rounds: int = 10_000) -> int:
+    def poll(self, side: str, now_ms: Now | int) -> tuple[bytes, bool]:
+        engine = self.engines[side]
+        effects = engine.poll()
+        self.alerts[side] += effects.alerts
+        self.applied[side] += effects.applied
+        self.committed[side] += effects.committed
+        self.acks[side] += effects.acks
+        self.closes[side] += effects.closes
+        if effects.closes:
+            self.closed.add(side)
+        if effects.flush:
+            store_of(engine).flush()
+            engine.flushed(now_ms)
+        other = "b" if side == "a" else "a"
+        return effects.sends.get(other, b""), effects.flush
+
+    def exchange(self, now_ms: Now | int, *, max_rounds: int = 10_000) -> int:
         """Deliver until quiet; returns the number of rounds that moved bytes."""
         for rounds in range(max_rounds):
             quiet = True
             for side, other in (("a", "b"), ("b", "a")):
-                engine = self.engines[side]
-                if other in engine.peers_to_close():
-                    self.closed.add(side)
-                data = engine.data_to_send(other)
+                data, flushed = self.poll(side, now_ms)
+                quiet = quiet and not flushed
                 if not data:
                     continue
                 if self.tap is not None:
@@ -132,10 +123,14 @@ class Pair:
                 return rounds
         raise AssertionError(f"no quiet after {max_rounds} rounds")
 
-    def tick(self, now_ms: int) -> int:
+    def tick(self, now_ms: Now | int) -> int:
         self.a.tick(now_ms)
         self.b.tick(now_ms)
         return self.exchange(now_ms)
+
+    def take_alerts(self, side: str) -> list:
+        out, self.alerts[side] = self.alerts[side], []
+        return out
 
 
 class RecordingChannel:
@@ -155,7 +150,7 @@ class RecordingChannel:
 
 def record_frames(engine: Engine, peer: Any) -> list[Any]:
     """Start recording the frames ``engine`` sends to ``peer``; returns the (live) list."""
-    session = engine.session(peer)
+    session = session_of(engine, peer)
     assert session is not None, f"no session with {peer!r}"
     recorder = RecordingChannel(session.channel)
     session.channel = recorder  # type: ignore[assignment]
@@ -171,6 +166,7 @@ class HandPeer:
 
     It completes the handshake honestly (it is an enrolled device) and then sends whatever
     frames the test wants, in whatever order, so the engine's session table can be probed.
+    What the engine handed out for this peer besides bytes is kept in ``effects``.
     """
 
     def __init__(self, engine: Engine, channel: SecureChannel, now_ms: int, handle: str = "hand") -> None:
@@ -179,7 +175,10 @@ class HandPeer:
         self.handle = handle
         self.received: list[Any] = []  # frames from the engine
         self.events: list[Any] = []
+        self.effects: list[Any] = []
         engine.connected(handle, not channel.initiator, now_ms)
+        # The engine's session with this peer, kept even after the engine closes and drops it.
+        self.session: Session | None = session_of(engine, handle)
         self.pump(now_ms)
 
     def pump(self, now_ms: int) -> None:
@@ -189,7 +188,13 @@ class HandPeer:
             if out:
                 self.engine.received(self.handle, out, now_ms)
                 moved = True
-            back = self.engine.data_to_send(self.handle)
+            effects = self.engine.poll()
+            self.effects.append(effects)
+            if effects.flush:
+                store_of(self.engine).flush()
+                self.engine.flushed(now_ms)
+                moved = True
+            back = effects.sends.get(self.handle, b"")
             if back:
                 self.channel.receive_data(back, now_ms)
                 moved = True
@@ -209,19 +214,44 @@ class HandPeer:
     def closed(self) -> bool:
         return any(isinstance(e, ChannelClosed) for e in self.events)
 
+    @property
+    def alerts(self) -> list:
+        return [a for effects in self.effects for a in effects.alerts]
+
+    @property
+    def closes(self) -> list:
+        return [c for effects in self.effects for c in effects.closes if c.peer == self.handle]
+
     def send(self, frame: Any, now_ms: int) -> None:
         self.channel.send_frame(frame)
         self.pump(now_ms)
 
+    def take_alerts(self) -> list:
+        """The alerts handed out since the last ``take_alerts`` (or since the start)."""
+        alerts = self.alerts
+        taken = getattr(self, "_alerts_taken", 0)
+        self._alerts_taken = len(alerts)
+        return alerts[taken:]
+
+    def sends_to(self, peer: Any) -> bytes:
+        """What the engine handed out for another peer while this one pumped it (``pump``
+        polls the engine and keeps only this peer's bytes)."""
+        return b"".join(effects.sends.get(peer, b"") for effects in self.effects)
+
+    def closes_of(self, peer: Any) -> list:
+        """Closes the engine handed out for another peer while this one pumped it."""
+        return [c for effects in self.effects for c in effects.closes if c.peer == peer]
+
 
 def digests(engines: list[Engine]) -> set[bytes]:
-    return {e.replica.digest() for e in engines}
+    return {e.status().digest for e in engines}
 
 
 def local_entries(engine: Engine) -> list[bytes]:
     """Every entry of the engine's own feed, encoded."""
-    head = engine.store.head(engine.number)
-    return engine.store.read(engine.number, 1, head.seq) if head else []
+    store = store_of(engine)
+    head = store.head(engine.number)
+    return store.read(engine.number, 1, head.seq) if head else []
 
 
 def all_entries(store: FeedStore) -> dict[tuple[int, int], bytes]:
@@ -247,11 +277,63 @@ def heal(net: Loopback, now_ms: int, *, rounds: int = 4, step_ms: int = 5_000, m
                 net.connect(a, b, now_ms)
     net.run(now_ms)
     quiet = 0
+    vectors: list = []
     for _ in range(max_steps):
         now_ms += step_ms
         net.tick(now_ms)
-        vectors = [e.version_vector() for e in net.engines.values()]
+        vectors = [e.status().vector for e in net.engines.values()]
         quiet = quiet + 1 if all(v == vectors[0] for v in vectors) else 0
         if quiet >= rounds:
             return now_ms
     raise AssertionError(f"no agreement after {max_steps} ticks: {vectors}")
+
+
+# --- added for the ported engine and session tests ---------------------------------------------
+
+
+def bare_session(state: Any) -> Session:
+    """A Session in ``state`` with no channel under it: for probing the transition table."""
+    from gossip._session import SessionConfig
+    from gossip import MemoryFeedStore
+
+    session = Session("peer", None, config=SessionConfig(), store=MemoryFeedStore(),  # type: ignore[arg-type]
+                      sendable=dict, draw=lambda n: 0, now_ms=0)
+    session.state = state
+    return session
+
+
+def live_peers(engine: Engine) -> dict[Any, int | None]:
+    """peer handle -> device number of every live session (the old ``Engine.live_peers``)."""
+    return {p.handle: p.device for p in engine.status().peers if p.state == "live"}
+
+
+def peer_status(engine: Engine, handle: Any):
+    """The engine's PeerStatus for ``handle`` (None when it has no session with it)."""
+    return next((p for p in engine.status().peers if p.handle == handle), None)
+
+
+def keyring_of(engine: Engine):
+    """The keyring an engine runs with (white-box: what it learnt from the authority feed)."""
+    return engine._keyring
+
+
+def ack_holders(engine: Engine, seq: int) -> set[int]:
+    """The devices the engine's ack table says hold its own entry ``seq`` (the table is kept
+    in the store's meta area)."""
+    import cbor2
+
+    data = store_of(engine).get_meta("acks")
+    table = cbor2.loads(data) if data is not None else {}
+    return {device for device, held in table.items() if held >= seq}
+
+
+def open_requests(engine: Engine, devices, member: str = "alice") -> list[tuple[tuple, int]]:
+    """Open rights requests on ``member``'s balance, read from the request registers of
+    ``devices``: (request key, amount) for each register holding a positive amount."""
+    out = []
+    for device in devices:
+        key = ("rights", member, device)
+        amount = engine.value(key)
+        if isinstance(amount, int) and not isinstance(amount, bool) and amount > 0:
+            out.append((key, amount))
+    return out

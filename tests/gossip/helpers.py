@@ -5,31 +5,28 @@ Everything is deterministic: every random byte comes from a seeded ``random.Rand
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from crdt_types import DeltaGroup, Replica, Timestamp, canonical
 from gossip import (
-    ENTRY_VERSION,
-    GENESIS_HASH,
-    Authority,
     DeviceKey,
     Entry,
     FeedStore,
-    Feeds,
     Keyring,
     MemoryFeedStore,
     import_token,
 )
-from gossip._entry import seal
+from gossip._entry import ENTRY_VERSION, GENESIS_HASH, seal
+from gossip._feeds import Feeds
+from gossip.testing import ShopBuilder, seeded
 
 T0 = 1_700_000_000_000  # an arbitrary "now" in ms; tests move it explicitly
 
 
 def rng(seed: int):
-    """A deterministic random-bytes source."""
-    return random.Random(seed).randbytes
+    """A deterministic random-bytes source (``gossip.testing.seeded``)."""
+    return seeded(seed)
 
 
 def stock_group(number: int, ms: int = T0, amount: int = 3, sku: str = "sku") -> tuple[Replica, DeltaGroup]:
@@ -62,26 +59,26 @@ class Device:
         """Commit a stock change locally and append it to this device's feed."""
         with self.replica.transaction(Timestamp(ms)) as tx:
             tx.add(("stock", "b1", sku), amount)
-        return self.feeds.append_local(tx.delta, random_bytes=random_bytes, now_ms=ms)
+        return self.feeds.append_local(tx.delta, random_bytes=random_bytes)
 
 
 class Network:
-    """An authority plus devices enrolled in it; every device gets its own keyring and store."""
+    """An authority plus devices enrolled in it, at the level of feeds (no engines): every
+    device gets its own keyring and store. Built on ``gossip.testing.ShopBuilder``."""
 
     def __init__(self, seed: int = 1, now_ms: int = T0) -> None:
-        self.random_bytes = rng(seed)
+        self.shop = ShopBuilder(seed, now_ms)
+        self.random_bytes = self.shop.random_bytes
         self.now_ms = now_ms
-        self.authority = Authority.create(self.random_bytes, now_ms)
+        self.authority = self.shop.authority
 
     def new_key(self) -> DeviceKey:
         return DeviceKey.generate(self.random_bytes)
 
     def enroll(self, name: str, roles=("cashier",), *, expires_ms: int | None = None,
                key: DeviceKey | None = None) -> tuple[DeviceKey, int]:
-        key = key or self.new_key()
-        cert = self.authority.enroll(key.public, name=name, branch="b1", roles=tuple(roles),
-                                     now_ms=self.now_ms, expires_ms=expires_ms)
-        return key, cert.number
+        number = self.shop.enroll(name, roles, "b1", expires_ms=expires_ms, key=key)
+        return self.shop.keys[name], number
 
     def device(self, name: str, roles=("cashier",), *, expires_ms: int | None = None,
                store: FeedStore | None = None) -> Device:
@@ -102,7 +99,7 @@ class Network:
         """Deliver the authority feed entries the device's store does not yet hold."""
         head = device.store.head(0)
         for entry in self.authority.feed[(head.seq if head else 0):]:
-            assert device.feeds.ingest(entry.encode(), self.now_ms).new
+            assert device.feeds.ingest(entry.encode()).new
 
 
 def make_entry(key: DeviceKey, origin: int, seq: int, prev_hash: bytes, *, epoch: int | None,

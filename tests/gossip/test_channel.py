@@ -38,7 +38,8 @@ from gossip._channel import (
 from gossip._codec import signable
 from gossip._errors import BadSignature, CertificateExpired, MalformedData, Revoked, WrongNetwork
 from gossip._identity import Certificate, DeviceKey, record_from_wire
-from gossip._keyring import Authority, Keyring, import_token
+from gossip._enrollment import Authority, import_token
+from gossip._keyring import Keyring
 from gossip._noise import (
     MAX_NOISE_MESSAGE,
     MAX_NONCE,

@@ -4,10 +4,15 @@ Each test is a repro from a review of the engine, kept so the defence stays in p
 """
 
 from crdt_types import BoundedCounter, DeltaGroup, LWWRegister, PNCounter, Timestamp
-from gossip import Entry, Feeds, Loopback, MemoryFeedStore
-from node._policy import POS_POLICY
+from gossip import (
+    Entry,
+    MemoryFeedStore,
+)
+from gossip._feeds import Feeds
+from gossip.testing import Loopback
+from node.pos import POS_ESCROW, POS_POLICY
 
-from .engine_helpers import T0, HandPeer, Pair, Shop, heal
+from .engine_helpers import T0, HandPeer, Pair, Shop, heal, kinds, store_of
 
 BALANCE = ("member", "alice", "balance")
 
@@ -21,7 +26,7 @@ class Rogue:
 
     def entry(self, ops) -> bytes:
         group = DeltaGroup(Timestamp(T0), self.number, tuple(ops))
-        return self.feeds.append_local(group, random_bytes=self.shop.random_bytes, now_ms=T0).encode()
+        return self.feeds.append_local(group, random_bytes=self.shop.random_bytes).encode()
 
     def connect(self, engine) -> HandPeer:
         peer = HandPeer(engine, self.shop.channel(self.name, initiator=True, now_ms=T0), T0, handle=self.name)
@@ -38,14 +43,23 @@ def test_a_decrement_beyond_the_writers_rights_is_skipped_everywhere():
     a, _, m = shop.enroll("a"), shop.enroll("b"), shop.enroll("m")
     A, B = shop.engine("a"), shop.engine("b")
     A.commit(lambda tx: tx.increment(BALANCE, 100), T0)
-    pair = Pair(A, B, T0)
     rogue = Rogue(shop, "m")
-    rogue.connect(A).send(["entries", [rogue.entry([(BALANCE, bounded(p=[(a, 100)], d=[(m, 500)]))])], False], T0)
-    assert [alert.kind for alert in A.alerts()] == ["unauthorized"]
+    # The rogue speaks to a before b is linked: a HandPeer drives a's poll() itself, and
+    # would swallow whatever a had for b (Effects are handed out once, for every peer).
+    hand = rogue.connect(A)
+    hand.send(["entries", [rogue.entry([(BALANCE, bounded(p=[(a, 100)], d=[(m, 500)]))])], False], T0)
+    # New behaviour: a spend without rights is skipped by the escrow fold with an "overdraft"
+    # alert (it was an "unauthorized ... spends rights it does not hold" alert).
+    assert kinds(hand.alerts) == ["overdraft"]
+    A.disconnected("m", T0)
+    pair = Pair(A, B, T0)
     pair.tick(T0 + 6_000)
     pair.tick(T0 + 12_000)
-    assert A.replica.value(BALANCE) == B.replica.value(BALANCE) == 100
-    assert A.replica.state(BALANCE).rights(m) == 0
+    assert B.status().vector == A.status().vector  # b holds the rogue's entry too ...
+    assert A.value(BALANCE) == B.value(BALANCE) == 100
+    assert A.rights(BALANCE, m) == B.rights(BALANCE, m) == 0
+    assert kinds(pair.alerts["b"]) == ["overdraft"]  # ... and skipped it the same way
+    assert kinds(pair.alerts["a"]) == []
 
 
 def test_rights_transferred_out_of_nothing_cannot_be_spent():
@@ -53,45 +67,54 @@ def test_rights_transferred_out_of_nothing_cannot_be_spent():
     a, m = shop.enroll("a"), shop.enroll("m")
     A = shop.engine("a")
     rogue = Rogue(shop, "m")
-    rogue.connect(A).send(["entries", [rogue.entry([(BALANCE, bounded(t=[(m, a, 1_000)]))])], False], T0)
-    assert "unauthorized" in [alert.kind for alert in A.alerts()]
-    assert A.replica.state(BALANCE).rights(a) == 0 and A.replica.value(BALANCE) == 0
+    hand = rogue.connect(A)
+    hand.send(["entries", [rogue.entry([(BALANCE, bounded(t=[(m, a, 1_000)]))])], False], T0)
+    # New behaviour: "overdraft" (was "unauthorized"): the transfer spends rights m never had.
+    assert "overdraft" in kinds(hand.alerts)
+    assert A.rights(BALANCE, a) == 0 and A.value(BALANCE) == 0
 
 
 def test_a_rights_request_in_another_devices_name_is_skipped():
     shop = Shop()
     a, m = shop.enroll("a"), shop.enroll("m")
-    A = shop.engine("a", policy=POS_POLICY)
+    # New: an engine answers rights requests (and judges whose name they are in) only when it
+    # knows where they live (escrow=POS_ESCROW).
+    A = shop.engine("a", policy=POS_POLICY, escrow=POS_ESCROW)
     A.commit(lambda tx: tx.increment(BALANCE, 100), T0)
     request = LWWRegister()
     request.set(10**9, Timestamp(T0), m)
     rogue = Rogue(shop, "m")
-    rogue.connect(A).send(["entries", [rogue.entry([(("rights", "alice", a + 1_000), request)])], False], T0)
-    assert "unauthorized" in [alert.kind for alert in A.alerts()]
-    assert A.replica.state(BALANCE).holders() == {a: 100}
+    hand = rogue.connect(A)
+    hand.send(["entries", [rogue.entry([(("rights", "alice", a + 1_000), request)])], False], T0)
+    # New behaviour: a request in another device's name is "forged_slots" (was "unauthorized").
+    assert "forged_slots" in kinds(hand.alerts)
+    # Every right is still a's (the value is the sum of all rights, none below zero): nothing
+    # was transferred to the named device or to the rogue.
+    assert A.value(BALANCE) == A.rights(BALANCE) == 100
+    assert A.rights(BALANCE, a + 1_000) == 0 and A.rights(BALANCE, m) == 0
     A.commit(lambda tx: tx.decrement(BALANCE, 10), T0 + 1)
-    assert A.replica.value(BALANCE) == 90
+    assert A.value(BALANCE) == 90
 
 
 def test_a_huge_rights_request_never_raises_to_the_driver_even_after_a_restart():
     shop = Shop()
     a, m = shop.enroll("a"), shop.enroll("m")
-    A = shop.engine("a")
+    A = shop.engine("a", escrow=POS_ESCROW)  # it answers requests
     rogue = Rogue(shop, "m")
     big = 2**62
     grant = rogue.entry([(BALANCE, bounded(p=[(m, big)], t=[(m, a, big)]))])
     request = LWWRegister()
     request.set(2**63 - 1, Timestamp(T0), m)
     rogue.connect(A).send(["entries", [grant, rogue.entry([(("rights", "alice", m), request)])], False], T0)
-    restarted = shop.engine("a")
+    restarted = shop.engine("a", escrow=POS_ESCROW)
     restarted.tick(T0 + 1_000)
-    assert restarted.replica.value(BALANCE) == A.replica.value(BALANCE) >= 0
+    assert restarted.value(BALANCE) == A.value(BALANCE) >= 0
 
 
 def test_a_flood_of_requests_in_other_names_is_skipped_without_raising():
     shop = Shop()
     a, m = shop.enroll("a"), shop.enroll("m")
-    A = shop.engine("a")
+    A = shop.engine("a", escrow=POS_ESCROW)  # it answers requests
     A.commit(lambda tx: tx.increment(BALANCE, 10_000), T0)
     rogue = Rogue(shop, "m")
     ops = []
@@ -99,10 +122,11 @@ def test_a_flood_of_requests_in_other_names_is_skipped_without_raising():
         request = LWWRegister()
         request.set(1, Timestamp(T0), m)
         ops.append((("rights", "alice", f"d{i}"), request))
-    rogue.connect(A).send(["entries", [rogue.entry(ops)], False], T0)  # used to raise RecursionError
-    assert A.replica.state(BALANCE).rights(a) == 10_000
-    assert [alert.kind for alert in A.alerts()].count("unauthorized") == 400
-
+    hand = rogue.connect(A)
+    hand.send(["entries", [rogue.entry(ops)], False], T0)  # used to raise RecursionError
+    assert A.rights(BALANCE, a) == 10_000
+    # New behaviour: "forged_slots" (was "unauthorized ... forged slots").
+    assert kinds(hand.alerts).count("forged_slots") == 400
 
 
 def test_a_fork_at_equal_height_is_found_and_every_member_quarantines_the_origin():
@@ -119,16 +143,18 @@ def test_a_fork_at_equal_height_is_found_and_every_member_quarantines_the_origin
     twin.feeds = Feeds(shop.keyring("m"), copy_store(shop.store("m")))
     five = PNCounter().add(honest.number, 5)
     seven = PNCounter().add(twin.number, 7)
-    honest.connect(engines["a"]).send(["entries", [honest.entry([(stock, five)])], False], T0)
-    twin.connect(engines["b"]).send(["entries", [twin.entry([(stock, seven)])], False], T0)
+    hands = [honest.connect(engines["a"]), twin.connect(engines["b"])]
+    hands[0].send(["entries", [honest.entry([(stock, five)])], False], T0)
+    hands[1].send(["entries", [twin.entry([(stock, seven)])], False], T0)
     engines["a"].disconnected("m", T0)
     engines["b"].disconnected("m", T0)
     now = heal(net, T0)
     for _ in range(20):  # enough anti-entropy rounds for a full have with head hashes
         now += 5_000
         net.tick(now)
-    assert all(list(engine.store.quarantined()) == [honest.number] for engine in engines.values())
-    assert any(alert.kind == "fork" for engine in engines.values() for alert in engine.alerts())
+    assert all(list(store_of(engine).quarantined()) == [honest.number] for engine in engines.values())
+    reported = [a for name in engines for a in net.alerts[name]] + hands[0].alerts + hands[1].alerts
+    assert "fork" in kinds(reported)
 
 
 def copy_store(store: MemoryFeedStore) -> MemoryFeedStore:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from pathlib import Path
 
@@ -31,35 +30,21 @@ from gossip._noise import (
     TransportCipher,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-VECTORS_PATH = (
-    REPO_ROOT.parent / "shared" / "vectors" / "noise" / "xx_25519_chachapoly_blake2b.json"
-)
+# The published Noise test vectors for the XX pattern over 25519/ChaChaPoly/BLAKE2b (the
+# cacophony format), kept with the tests so that every checkout can check against them.
+VECTORS_PATH = Path(__file__).resolve().parent / "vectors" / "noise" / "xx_25519_chachapoly_blake2b.json"
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-# The vectors live in ../shared, not in the project (issue 3): a developer's checkout
-# without shared/ beside it skips them, naming the path. CI always has shared/, so there a
-# missing file is a failure, never a skip.
-MISSING_IN_CI = bool(os.environ.get("CI")) and not VECTORS_PATH.is_file()
-
-
-def test_ci_has_the_vectors() -> None:
-    assert not MISSING_IN_CI, f"CI must have the Noise test vectors at {VECTORS_PATH}"
-
-
 def _load_vectors() -> list:
-    if not VECTORS_PATH.is_file():
-        return [
-            pytest.param(
-                None,
-                # Issue 3: skip naming the path where ../shared is absent; test_ci_has_the_vectors fails in CI.
-                marks=pytest.mark.skip(reason=f"Noise test vectors not found at {VECTORS_PATH}"),
-            )
-        ]
     vectors = json.loads(VECTORS_PATH.read_text())
     return [pytest.param(v, id=v["protocol_name"]) for v in vectors]
+
+
+def test_the_vectors_are_all_there() -> None:
+    names = [v["protocol_name"] for v in json.loads(VECTORS_PATH.read_text())]
+    assert len(names) == 6 and len(set(names)) == 6
 
 
 def _key(label: str) -> bytes:
@@ -166,8 +151,6 @@ def test_vector(vector: dict) -> None:
 
 
 def test_default_protocol_is_in_the_vectors() -> None:
-    if not VECTORS_PATH.is_file():  # developer checkout without ../shared; CI fails instead (above)
-        pytest.skip(f"Noise test vectors not found at {VECTORS_PATH}")
     names = {v["protocol_name"] for v in json.loads(VECTORS_PATH.read_text())}
     assert PROTOCOL_NAME.decode() in names
 
