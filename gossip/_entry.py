@@ -74,10 +74,15 @@ class Entry:
     def header_bytes(self) -> bytes:
         return self._header_bytes
 
+    @cached_property
+    def _body_encoded(self) -> bytes:
+        return cbor2.dumps(self.body)
+
     def signed_bytes(self) -> bytes:
-        # signable(ENTRY, [header, body]), assembled from the cached header encoding rather
-        # than re-encoding the body; test_entry_signed_bytes_are_the_signable_form pins it.
-        return _ENTRY_SIGNABLE_PREFIX + self._header_bytes + cbor2.dumps(self.body)
+        # signable(ENTRY, [header, body]), assembled from the cached encodings (a decoded
+        # entry's body encoding is a slice of what arrived) rather than re-encoding;
+        # test_entry_signed_bytes_are_the_signable_form pins it.
+        return b"".join((_ENTRY_SIGNABLE_PREFIX, self._header_bytes, self._body_encoded))
 
     def encode(self) -> bytes:
         return self._encoded
@@ -93,7 +98,8 @@ class Entry:
         Raises:
             MalformedData: oversized, not canonical CBOR, or any field of the wrong shape.
         """
-        obj = decode(data, limit=MAX_ENTRY_BYTES, what="entry")
+        obj = decode(data, limit=MAX_ENTRY_BYTES, what="entry", require_canonical=False)
+        data = bytes(data)
         if not isinstance(obj, list) or len(obj) != 8:
             raise MalformedData("entry: expected an array of 8 fields")
         version, origin, seq, prev_hash, epoch, deps, body, signature = obj
@@ -119,8 +125,31 @@ class Entry:
         if epoch is not None and len(body) < NONCE_BYTES + sodium.crypto_aead_xchacha20poly1305_ietf_ABYTES:
             raise MalformedData("entry: sealed body too short for nonce and tag")
         entry = cls(origin, seq, prev_hash, epoch, tuple(pairs), body, signature)
-        entry.__dict__["_encoded"] = bytes(data)  # decode() checked it is the canonical form
+        # Canonical form, checked without re-encoding the body: an entry is the array head,
+        # the header's fields, the body and the signature, each encoded minimally. The header
+        # is re-encoded (it is small, and signing needs it anyway); the body's and the
+        # signature's length prefixes are checked in place.
+        header = entry._header_bytes
+        body_head = _bytes_head(len(body))
+        body_at = len(header)
+        if (len(data) != body_at + len(body_head) + len(body) + 2 + 64 or data[0] != 0x88
+                or data[1:body_at] != header[1:] or data[body_at:body_at + len(body_head)] != body_head
+                or data[-66:-64] != b"\x58\x40"):
+            raise MalformedData("entry: not in canonical CBOR form")
+        entry.__dict__["_encoded"] = data
+        entry.__dict__["_body_encoded"] = memoryview(data)[body_at:len(data) - 66]
         return entry
+
+
+def _bytes_head(length: int) -> bytes:
+    """The canonical CBOR head of a byte string of ``length`` bytes (major type 2)."""
+    if length < 24:
+        return bytes((0x40 | length,))
+    if length < 0x100:
+        return bytes((0x58, length))
+    if length < 0x10000:
+        return b"\x59" + length.to_bytes(2, "big")
+    return b"\x5a" + length.to_bytes(4, "big")
 
 
 def _is_int(value: Any, low: int, high: int) -> bool:
