@@ -193,8 +193,9 @@ class Document:
         """``{"fields": {...}, "lines": [...]}`` as plain Python data.
 
         Raises:
-            IntegrityError: Yrs cannot build or read the state (never for updates that
-                ``from_payload`` admitted or this document's edits wrote).
+            IntegrityError: Yrs cannot build or read the state. Not expected of a state
+                made only of updates that ``from_payload`` admitted or this document's
+                edits wrote (the property tests merge such updates in any order).
         """
         doc = self._doc
         with _yrs_errors("read the document"):
