@@ -296,6 +296,20 @@ class Document:
             self._parsed = parsed
         return parsed[1].writers
 
+    def first_clock(self, client: int) -> int | None:
+        """The lowest clock at which ``client`` writes structs in this document's update
+        log (for a delta: where its writer's transaction starts), or None."""
+        self.writers()  # parses the log if it has not been
+        starts = [first for c, first, _ in self._parsed[1].clock_ranges if c == client]
+        return min(starts) if starts else None
+
+    def next_clock(self, client: int) -> int:
+        """The clock ``client``'s next struct would have here: how far this state holds its writes."""
+        doc = self._doc
+        with _yrs_errors("read the state vector"):
+            state = doc.get_state()
+        return dict(_state_vector(state)).get(client, 0)
+
     def fingerprint(self) -> list:
         """Plain data equal on two replicas iff they hold the same document state.
 

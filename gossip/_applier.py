@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from crdt_types import HLC, BoundedCounter, DeltaGroup, Replica, Schema, Timestamp, UnknownOps
+from crdt_types import HLC, BoundedCounter, DeltaGroup, Document, Replica, Schema, Timestamp, UnknownOps, client_id_for
 
 from ._entry import MAX_DEPS, Entry
 from ._errors import EpochUnavailable, Unauthorized
@@ -239,7 +239,8 @@ class Applier:
                 keys.append(key)
                 self.escrow_dirty = True
                 continue
-            if not writes_only_own_slots(delta, origin) or not self._own_request(key, origin):
+            if (not writes_only_own_slots(delta, origin) or not self._own_request(key, origin)
+                    or (isinstance(delta, Document) and self._rewrites_history(key, delta, origin))):
                 self.alerts.append(Alert(AlertKind.FORGED_SLOTS, origin, f"entry {origin}/{seq}: writes another "
                                          f"device's slots of {key!r}; skipped", entry=(origin, seq), key=key))
                 continue
@@ -254,6 +255,15 @@ class Applier:
                 self.alerts.append(Alert(AlertKind.RECORD_CONFLICT, origin, f"two different records under {key!r}",
                                          entry=(origin, seq), key=key))
         self.changes.append(AppliedChange(origin, seq, tuple(keys)))
+
+    def _rewrites_history(self, key: tuple, delta: Document, origin: int) -> bool:
+        """A document update whose writer restarts below clocks it already wrote here: two
+        different items under one (client, clock), which Yrs would keep in whichever order
+        it folded them. Only the origin writes its client id and its entries apply in seq
+        order, so this verdict is the same on every replica."""
+        client = client_id_for(origin)
+        start = delta.first_clock(client)
+        return start is not None and start < self.replica.state(key).next_clock(client)
 
     def _own_request(self, key: tuple, origin: int) -> bool:
         escrow = self._escrow

@@ -96,6 +96,34 @@ def test_1_a_document_update_under_another_devices_client_id_is_skipped_everywhe
         assert [(a.origin, a.key) for a in forgeries] == [(shop.numbers["rogue"], ORDER)]
 
 
+def test_1_a_writer_that_reuses_its_own_yrs_clocks_is_skipped_after_its_first_version():
+    # Two deltas from one device, both under its own client id at clock 0 but with other
+    # content: Yrs keeps whichever it folds first. Entries of one origin apply in seq order
+    # everywhere, so replicas agree even so; but the second is an equivocation, skipped
+    # and reported alike on every replica rather than silently half-merged.
+    shop = Shop(12)
+    for name in ("rogue", "a", "b"):
+        shop.enroll(name)
+    rogue = shop.numbers["rogue"]
+    feeds = Feeds(shop.keyring("rogue"), shop.store("rogue"))
+    entries = []
+    for sku in ("first", "second"):
+        delta = Document().add_line(rogue, {"sku": sku})
+        entries.append(feeds.append_local(DeltaGroup(Timestamp(T0), rogue, ((ORDER, delta),)),
+                                          random_bytes=shop.random_bytes).encode())
+    net = shop.loopback(["a", "b"])
+    net.engines["a"].commit([("add_line", ORDER, {"sku": "a's"})], T0)
+    net.run(T0)
+    net.engines["b"].import_entries(entries, T0)  # b sees the rogue's before a's line
+    net.engines["a"].import_entries(entries, T0)
+    net.connect("a", "b", T0)
+    a, b = net.engines["a"], net.engines["b"]
+    assert a.status().digest == b.status().digest
+    assert sorted(line["sku"] for line in a.value(ORDER)["lines"]) == ["a's", "first"]
+    for name in ("a", "b"):
+        assert [x.entry for x in alerts_of(net, name, AlertKind.FORGED_SLOTS)] == [(rogue, 2)]
+
+
 def test_1_the_own_slots_rule_names_document_writers():
     own = Document().set_field(7, "table", "4")
     assert writes_only_own_slots(own, 7)
