@@ -142,6 +142,14 @@ class Engine:
         if session is not None:
             self._handle(session, session.transport_closed(now.mono_ms), now, gone=True)
 
+    def close(self, peer: Any, now: Now | int, reason: CloseReason = CloseReason.SHUTDOWN, detail: str = "") -> None:
+        """Close the session with ``peer`` from our side: it gets a ``bye`` with ``reason``,
+        then ``poll()`` hands out a ``Close`` for it. Unknown peers are ignored."""
+        now = self._at(now)
+        session = self._sessions.get(peer)
+        if session is not None:
+            self._close(session, reason, detail, now)
+
     def tick(self, now: Now | int) -> None:
         """Let time pass: timeouts, pings, anti-entropy, expiries, skew holds, rights work."""
         now = self._at(now)

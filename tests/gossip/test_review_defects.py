@@ -539,3 +539,17 @@ def test_e_an_entry_waits_for_its_deps_and_applies_once_they_arrive():
     assert watcher.status().applied[spend.origin] == 1 and watcher.status().pending == 0
     assert watcher.value(ALICE) == 4
     assert not [a for a in net.alerts["watcher"] if a.kind is AlertKind.OVERDRAFT]
+
+
+def test_a_local_close_says_bye_with_its_reason_and_both_sides_end():
+    shop = Shop(28)
+    shop.enroll("a")
+    shop.enroll("b")
+    net = shop.loopback()
+    net.connect("a", "b", T0)
+    net.engines["a"].close("b", T0 + 1, CloseReason.SHUTDOWN, "maintenance")
+    net.engines["a"].close("nobody", T0 + 1)  # an unknown peer is ignored
+    net.run(T0 + 1)
+    assert not net.connected("a", "b")
+    assert [(c.reason, c.by_peer) for c in net.closes["a"]] == [(CloseReason.SHUTDOWN, False)]
+    assert net.engines["a"].status().peers == () and net.engines["b"].status().peers == ()

@@ -1,0 +1,460 @@
+"""The running device: one trio task owns the engine, everything else talks to it.
+
+Theory of operation
+-------------------
+The engine is sans-IO; this module is its driver. One task (``_engine_loop``) is the only
+code that touches the engine. Everything else — connection readers, dialers, the HTTP API —
+sends it inputs through one memory channel (the inbox) and, for commits, waits for an
+answer. Each round the loop takes one input (or wakes at ``engine.next_deadline()``), then
+everything else already waiting, then ticks the engine and acts on ``poll()``:
+
+- bytes to send go to each connection's writer task;
+- closes end the connection's tasks and its stream;
+- ``flush`` runs ``store.flush()`` on the one writer thread and then calls
+  ``engine.flushed()`` (or ``flush_failed()``): every commit that arrived while the previous
+  flush ran joins this one (group commit), and a caller's commit returns only once the flush
+  that holds it is done;
+- committed entries wake the callers waiting for them; alerts and peer changes are logged.
+
+Connections: a TCP listener, and one dialer per configured peer or anchor that keeps its
+link up with exponential backoff and jitter. When two nodes dial each other the engine keeps
+one session (the one the lower-numbered device dialled) and closes the other; a dialer
+whose peer is already live over another connection waits instead of dialling again. At most
+``max_handshakes`` connections may be unauthenticated at once; more are closed at once.
+
+Shutdown (SIGINT/SIGTERM, or ``Node.stop()``): stop accepting, close every session with a
+``bye``, flush, close the database. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from crdt_types import InvalidInput, StorageError, TillmeshError
+from gossip import CloseReason, Committed, Engine, EngineConfig, Now
+
+from .pos import POS_ESCROW, POS_POLICY, POS_SCHEMA
+
+__all__ = ["Node", "run_node", "MAX_CONNECTION_BUFFER"]
+
+log = logging.getLogger("tillmesh")
+
+# Bytes queued for one connection's writer before the peer is deemed too slow and cut off:
+# a session's window keeps well under this (1 MiB of entries in flight).
+MAX_CONNECTION_BUFFER = 8 * 1024 * 1024
+# Inputs waiting for the engine task: readers block past this, which is back-pressure on
+# the sockets rather than memory growing without bound.
+INBOX_SIZE = 1024
+# What one receive_some may return: trio's default, and what the channel's buffer limit
+# was sized for.
+READ_BYTES = 65536
+CONNECT_TIMEOUT_S = 5.0
+
+
+def _now() -> Now:
+    return Now(int(trio.current_time() * 1000), int(time.time() * 1000))
+
+
+@dataclass(eq=False)
+class Connection:
+    """One TCP connection: the handle the engine knows it by."""
+
+    stream: trio.abc.Stream
+    address: str
+    initiator: bool
+    outbox_send: Any = None
+    outbox_recv: Any = None
+    queued: int = 0
+    closed: trio.Event = field(default_factory=trio.Event)
+
+    def __post_init__(self) -> None:
+        self.outbox_send, self.outbox_recv = trio.open_memory_channel(math.inf)
+
+    def __repr__(self) -> str:
+        return f"Connection({self.address}, {'out' if self.initiator else 'in'})"
+
+
+@dataclass
+class _Waiter:
+    done: trio.Event = field(default_factory=trio.Event)
+    result: Committed | None = None
+    error: BaseException | None = None
+
+
+class Node:
+    """One device's runtime.
+
+    Args:
+        data_dir: the node's DataDir (locked by the caller for as long as the node runs).
+        relay: run as an anchor (relay): verify, store and forward, read nothing.
+        random: injected randomness for jitter (the engine draws its own from os.urandom).
+    """
+
+    def __init__(self, data_dir: Any, *, relay: bool | None = None, rng: random.Random | None = None) -> None:
+        self.data_dir = data_dir
+        self.config = data_dir.config()
+        self.relay = self.config.relay if relay is None else relay
+        keyring, cert, _ = data_dir.keyring()
+        self.certificate = cert
+        self.store = data_dir.store()
+        self.api_token = data_dir.api_token()
+        sync = self.config.sync
+        engine_config = EngineConfig(have_interval_ms=sync.have_interval_ms, ping_interval_ms=sync.ping_interval_ms,
+                                     ping_timeout_ms=sync.ping_timeout_ms)
+        self.engine = Engine(keyring, self.store, random_bytes=os.urandom, now=_now(), policy=POS_POLICY,
+                             schema=POS_SCHEMA, escrow=POS_ESCROW, config=engine_config)
+        self._rng = rng or random.Random()
+        self._inbox_send, self._inbox_recv = trio.open_memory_channel(INBOX_SIZE)
+        self._conns: set[Connection] = set()
+        self._waiting: dict[int, _Waiter] = {}
+        self._writer = trio.CapacityLimiter(1)  # the one thread that writes the database
+        self._stopping = trio.Event()
+        self._stopped = trio.Event()
+        self._pending: set[Connection] = set()  # connected, not yet authenticated
+        self._serving = 0  # connection tasks still running
+        self._all_closed = trio.Event()
+        self._device_at: dict[str, int] = {}  # dialled address -> device number found there
+        self.ports: dict[str, int] = {}
+        self.counters = {"commits": 0, "flushes": 0, "flush_failures": 0, "bytes_in": 0, "bytes_out": 0,
+                         "alerts": 0}
+
+    # -- the API's handle ---------------------------------------------------------------------
+
+    async def commit(self, ops: list[tuple]) -> dict:
+        """Commit a transaction; returns once it is durable.
+
+        Raises:
+            InvalidInput, Unauthorized, InsufficientRights: refused, nothing written.
+            StorageError: the flush that held it failed; nothing of it was kept.
+        """
+        waiter = _Waiter()
+        await self._inbox_send.send(("commit", ops, waiter))
+        await waiter.done.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        committed = waiter.result
+        return {"origin": committed.origin, "seq": committed.seq, "hash": committed.hash.hex(),
+                "ack": self.engine.ack_level(committed.seq).value}
+
+    def value(self, key: tuple) -> Any:
+        return self.engine.value(key)
+
+    def status(self) -> dict:
+        status = self.engine.status()
+        return {
+            "device": status.device, "name": self.certificate.name, "branch": self.certificate.branch,
+            "relay": not status.is_member, "vector": status.vector, "applied": status.applied,
+            "durable_seq": status.durable_seq, "digest": status.digest.hex() if status.digest else None,
+            "acks": status.acks.as_dict(), "pending": status.pending, "quarantined": list(status.quarantined),
+            "revoked": status.revoked, "ports": self.ports,
+            "peers": [{"device": p.device, "state": p.state, "relay": p.is_relay, "initiator": p.initiator,
+                       "address": p.handle.address, "bytes_sent": p.bytes_sent,
+                       "payload_bytes_sent": p.payload_bytes_sent, "entries_received": p.entries_received}
+                      for p in status.peers],
+            "storage": {"path": str(getattr(self.store, "path", "")), "dirty": self.store.dirty},
+            "counters": dict(self.counters),
+        }
+
+    def metrics(self) -> bytes:
+        from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+        registry = CollectorRegistry()
+        status = self.engine.status()
+        Gauge("tillmesh_peers_live", "live sessions", registry=registry).set(
+            sum(1 for p in status.peers if p.state == "live"))
+        Gauge("tillmesh_entries_pending", "entries stored, not yet applied", registry=registry).set(status.pending)
+        local = Gauge("tillmesh_own_entries", "this device's entries by where they are held", ["level"],
+                      registry=registry)
+        for level, count in status.acks.as_dict().items():
+            local.labels(level).set(count)
+        totals = Gauge("tillmesh_total", "running totals", ["what"], registry=registry)
+        for what, count in self.counters.items():
+            totals.labels(what).set(count)
+        return generate_latest(registry)
+
+    def stop(self) -> None:
+        """Begin a graceful shutdown."""
+        self._stopping.set()
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until ``stop()``; reports the bound ports through ``task_status``."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._engine_loop)
+            host, port = _split(self.config.listen)
+            listeners = await nursery.start(trio.serve_tcp, self._accept, port, host)
+            self.ports["peer"] = listeners[0].socket.getsockname()[1]
+            if self.config.api_enabled:
+                from .api import build_app, serve_api
+
+                api_host, api_port = _split(self.config.api_listen)
+                self.ports["api"] = await nursery.start(serve_api, build_app(self), api_host, api_port,
+                                                        self._stopped.wait)
+            for address in [*self.config.peers, *self.config.anchors]:
+                nursery.start_soon(self._dial_forever, address)
+            (self.data_dir.path / "ports.json").write_text(json.dumps(self.ports))
+            log.info("node %s (%s) up: peers on %s, api on %s", self.certificate.number, self.certificate.name,
+                     self.ports.get("peer"), self.ports.get("api"))
+            task_status.started(dict(self.ports))
+            await self._stopping.wait()
+            for listener in listeners:
+                await listener.aclose()
+            await self._inbox_send.send(("shutdown",))
+            await self._stopped.wait()
+            nursery.cancel_scope.cancel()
+        self.store.close()
+        log.info("node %s stopped", self.certificate.number)
+
+    async def _engine_loop(self) -> None:
+        engine = self.engine
+        while True:
+            deadline = engine.next_deadline()
+            items = []
+            with trio.move_on_at(deadline / 1000 if deadline is not None else math.inf):
+                items.append(await self._inbox_recv.receive())
+            while True:
+                try:
+                    items.append(self._inbox_recv.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            now = _now()
+            shutdown = False
+            for item in items:
+                shutdown = self._input(item, now) or shutdown
+            engine.tick(now)
+            await self._act(now)
+            if shutdown:
+                for conn in list(self._conns):
+                    self._close_conn(conn)
+                with trio.move_on_after(2):  # the byes go out, then the streams close
+                    if self._serving:
+                        await self._all_closed.wait()
+                self._stopped.set()
+                return
+
+    def _input(self, item: tuple, now: Now) -> bool:
+        engine, kind = self.engine, item[0]
+        if kind == "data":
+            self.counters["bytes_in"] += len(item[2])
+            engine.received(item[1], item[2], now)
+        elif kind == "connected":
+            engine.connected(item[1], item[1].initiator, now)
+        elif kind == "disconnected":
+            engine.disconnected(item[1], now)
+            self._conns.discard(item[1])
+            log.info("peer %s down", item[1].address)
+        elif kind == "commit":
+            _, ops, waiter = item
+            try:
+                committed = engine.commit(ops, now)
+            except TillmeshError as exc:
+                waiter.error = exc
+                waiter.done.set()
+            else:
+                self.counters["commits"] += 1
+                self._waiting[committed.seq] = waiter
+        elif kind == "import":
+            engine.import_entries(item[1], now)
+        elif kind == "shutdown":
+            for conn in list(self._conns):
+                engine.close(conn, now, CloseReason.SHUTDOWN, "the node is stopping")
+            return True
+        return False
+
+    async def _act(self, now: Now) -> None:
+        engine = self.engine
+        while True:
+            effects = engine.poll()
+            for conn, data in effects.sends.items():
+                if conn in self._conns:
+                    conn.queued += len(data)
+                    if conn.queued > MAX_CONNECTION_BUFFER:
+                        log.warning("peer %s reads too slowly: connection cut", conn.address)
+                        engine.disconnected(conn, now)
+                        self._close_conn(conn)
+                        continue
+                    conn.outbox_send.send_nowait(data)
+            for close in effects.closes:
+                if close.peer in self._conns:
+                    log.info("peer %s closed: %s%s", close.peer.address, close.reason.value,
+                             f" ({close.detail})" if close.detail else "")
+                    self._close_conn(close.peer)
+            for alert in effects.alerts:
+                self.counters["alerts"] += 1
+                log.warning("alert %s (device %s): %s", alert.kind.value, alert.origin, alert.detail)
+            self._note_authenticated()
+            for committed in effects.committed:
+                waiter = self._waiting.pop(committed.seq, None)
+                if waiter is not None:
+                    waiter.result = committed
+                    waiter.done.set()
+            if not effects.flush:
+                return
+            try:
+                await trio.to_thread.run_sync(self.store.flush, limiter=self._writer)
+                self.counters["flushes"] += 1
+                engine.flushed(_now())
+            except StorageError as exc:
+                self.counters["flush_failures"] += 1
+                log.error("flush failed: %s; the commits in it are dropped", exc)
+                for lost in engine.flush_failed(_now()):
+                    waiter = self._waiting.pop(lost.seq, None)
+                    if waiter is not None:
+                        waiter.error = exc
+                        waiter.done.set()
+
+    # -- connections --------------------------------------------------------------------------
+
+    async def _accept(self, stream: trio.SocketStream) -> None:
+        peer = stream.socket.getpeername()
+        await self._serve(stream, f"{peer[0]}:{peer[1]}", initiator=False)
+
+    async def _serve(self, stream: trio.abc.Stream, address: str, *, initiator: bool) -> None:
+        if self._stopping.is_set():
+            await stream.aclose()
+            return
+        if len(self._pending) >= self.config.sync.max_handshakes:
+            log.warning("refused %s: %d handshakes already pending", address, len(self._pending))
+            await stream.aclose()
+            return
+        conn = Connection(stream, address, initiator)
+        self._conns.add(conn)
+        self._pending.add(conn)
+        self._serving += 1
+        await self._inbox_send.send(("connected", conn))
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer_task, conn, nursery.cancel_scope)
+                try:
+                    while True:
+                        data = await stream.receive_some(READ_BYTES)
+                        if not data:
+                            break
+                        await self._inbox_send.send(("data", conn, data))
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
+                nursery.cancel_scope.cancel()
+        finally:
+            self._pending.discard(conn)
+            with trio.CancelScope(shield=True):
+                if conn in self._conns:  # the transport ended under us: the engine must hear it
+                    await self._inbox_send.send(("disconnected", conn))
+                try:
+                    await stream.aclose()
+                except (trio.BrokenResourceError, OSError):
+                    pass
+            conn.closed.set()
+            self._serving -= 1
+            if self._serving == 0:
+                self._all_closed.set()
+
+    async def _writer_task(self, conn: Connection, scope: trio.CancelScope) -> None:
+        """Write what the engine sends; once the outbox is closed and drained (a close, whose
+        bye is the last thing queued), end the connection."""
+        try:
+            async for data in conn.outbox_recv:
+                conn.queued -= len(data)
+                self.counters["bytes_out"] += len(data)
+                with trio.fail_after(CONNECT_TIMEOUT_S):
+                    await conn.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, trio.TooSlowError, OSError):
+            pass
+        scope.cancel()
+
+    def _close_conn(self, conn: Connection) -> None:
+        """The engine is done with ``conn``: its writer sends what is queued, then it ends."""
+        self._conns.discard(conn)
+        self._pending.discard(conn)
+        conn.outbox_send.close()
+
+    def _note_authenticated(self) -> None:
+        """Connections whose session is now authenticated stop counting as pending."""
+        if not self._pending:
+            return
+        devices = {p.handle: p.device for p in self.engine.status().peers if p.device is not None}
+        for conn in [c for c in self._pending if c in devices]:
+            self._pending.discard(conn)
+            if conn.initiator:
+                self._device_at[conn.address] = devices[conn]
+            log.info("peer %s up: device %s", conn.address, devices[conn])
+
+    async def _dial_forever(self, address: str) -> None:
+        sync = self.config.sync
+        backoff = sync.dial_backoff_min_ms / 1000
+        host, port = _split(address)
+        while not self._stopping.is_set():
+            device = self._device_at.get(address)
+            if device is not None and any(p.device == device and p.state == "live" for p in self.engine.status().peers):
+                await self._sleep_or_stop(sync.dial_backoff_max_ms / 1000)  # linked over another connection
+                continue
+            try:
+                with trio.fail_after(CONNECT_TIMEOUT_S):
+                    stream = await trio.open_tcp_stream(host, port)
+            except (OSError, trio.TooSlowError):
+                # Exponential backoff with full jitter: tills that lost the same anchor do not
+                # all come back at the same instant.
+                await self._sleep_or_stop(self._rng.uniform(0, backoff))
+                backoff = min(backoff * 2, sync.dial_backoff_max_ms / 1000)
+                continue
+            started = trio.current_time()
+            await self._serve(stream, address, initiator=True)
+            if trio.current_time() - started > 10:
+                backoff = sync.dial_backoff_min_ms / 1000  # it held: start again from short waits
+            await self._sleep_or_stop(self._rng.uniform(0, backoff))
+            backoff = min(backoff * 2, sync.dial_backoff_max_ms / 1000)
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with trio.move_on_after(seconds):
+            await self._stopping.wait()
+
+
+def _split(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise InvalidInput(f"expected host:port, got {address!r}")
+    return host, int(port)
+
+
+def run_node(path: str | Path, *, relay: bool = False) -> int:
+    """Run the node of data directory ``path`` until SIGINT/SIGTERM; returns an exit status.
+
+    A second signal exits at once.
+    """
+    from .storage import DataDir
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    data_dir = DataDir.open(Path(path))
+
+    async def main() -> None:
+        with data_dir.lock():
+            node = Node(data_dir, relay=relay or None)
+            async with trio.open_nursery() as nursery:
+                async def signals() -> None:
+                    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as received:
+                        count = 0
+                        async for signum in received:
+                            count += 1
+                            if count == 1:
+                                log.info("signal %s: stopping (again to exit at once)", signum)
+                                node.stop()
+                            else:
+                                nursery.cancel_scope.cancel()
+
+                nursery.start_soon(signals)
+                await node.run()
+                nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    return 0
