@@ -11,6 +11,7 @@ secret (it carries the network key).
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from typing import Any
 
 from crdt_types import InvalidInput
@@ -33,7 +34,7 @@ from ._identity import (
     sign_record,
     x25519_public_of,
 )
-from ._keyring import Keyring
+from ._keyring import MAX_CONTROL_RECORD_BYTES, Keyring
 
 __all__ = ["Authority", "import_token", "TOKEN_PREFIX", "MAX_TOKEN_BYTES"]
 
@@ -75,6 +76,65 @@ class Authority:
     def create(cls, random_bytes: RandomBytes, now_ms: int) -> "Authority":
         """A new network: authority key, network key, and data-key epoch 0."""
         return cls(DeviceKey.generate(random_bytes), _random(random_bytes, 32), random_bytes, now_ms)
+
+    @classmethod
+    def restore(cls, key: DeviceKey, network_key: bytes, random_bytes: RandomBytes,
+                feed_entries: Iterable[bytes | Entry]) -> "Authority":
+        """Rebuild an authority from its keys and its own feed, as kept on the admin machine.
+
+        The feed is verified from seq 1 exactly as a device verifies a token's (signatures,
+        chain, order, records), and the data key of every epoch is recovered from the grant
+        the authority sealed to itself, so a restored authority enrolls, revokes and rolls
+        epochs as the original would. The network key cannot be checked against the feed
+        (it appears nowhere in it): a wrong one yields tokens no enrolled node can talk to.
+        Restoring from an older copy of the feed (a prefix) is not detectable here either,
+        and publishing from it would fork the authority feed: keep the feed file current.
+
+        Args:
+            key: the authority's signing key.
+            network_key: the network's 32-byte secret.
+            random_bytes: injected randomness for what the restored authority publishes.
+            feed_entries: the authority feed in order, encoded entries or ``Entry`` objects.
+        Returns:
+            The authority, its feed and keyring as they were after the last entry.
+        Raises:
+            InvalidInput: a key of the wrong type or size.
+            WrongNetwork: the feed is another authority's (another network).
+            MalformedData / BadSignature: the feed is empty, malformed, out of order, wrongly
+                signed, or lacks the authority's own certificate or an epoch's key grant.
+        """
+        if not isinstance(key, DeviceKey):
+            raise InvalidInput(f"the authority key must be a DeviceKey, got {type(key).__name__}")
+        keyring = Keyring(key.public, network_key, key, AUTHORITY_NUMBER)
+        if isinstance(feed_entries, (bytes, str)):
+            raise InvalidInput("feed_entries is a sequence of entries, not one byte string")
+        encoded = [e.encode() if isinstance(e, Entry) else e for e in feed_entries]
+        if not encoded:
+            raise MalformedData("authority feed is empty: it starts with the authority's own certificate")
+        first_body = Entry.decode(encoded[0]).body
+        first = record_from_wire(decode(first_body, limit=MAX_CONTROL_RECORD_BYTES, what="authority entry 1"))
+        if first.network_id != keyring.network_id:
+            raise WrongNetwork("authority feed belongs to another network (another authority key)")
+        entries = verify_authority_feed(keyring, encoded)
+        own = keyring.certificates.get(AUTHORITY_NUMBER)
+        if own is None or own.device_key != key.public:
+            raise MalformedData("authority feed does not hold this authority's own certificate")
+        epoch_keys: dict[int, bytes] = {}
+        for epoch in range((keyring.current_epoch if keyring.current_epoch is not None else -1) + 1):
+            data_key = keyring.epoch_key(epoch)
+            if data_key is None:
+                raise MalformedData(f"authority feed lacks the authority's own grant of epoch {epoch}")
+            epoch_keys[epoch] = data_key
+        if not epoch_keys:
+            raise MalformedData("authority feed holds no data-key epoch")
+        authority = cls.__new__(cls)
+        authority.key = key
+        authority._random = random_bytes
+        authority.keyring = keyring
+        authority.network_id = keyring.network_id
+        authority.feed = entries
+        authority._epoch_data_keys = epoch_keys
+        return authority
 
     def __repr__(self) -> str:
         return f"Authority(network={self.network_id.hex()}, devices={len(self.keyring.certificates)})"

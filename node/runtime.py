@@ -41,7 +41,7 @@ from typing import Any
 
 import trio
 
-from crdt_types import InvalidInput, StorageError, TillmeshError
+from crdt_types import StorageError, TillmeshError
 from gossip import CloseReason, Committed, Engine, EngineConfig, Now
 
 from .pos import POS_ESCROW, POS_POLICY, POS_SCHEMA
@@ -124,6 +124,7 @@ class Node:
         self._pending: set[Connection] = set()  # connected, not yet authenticated
         self._serving = 0  # connection tasks still running
         self._all_closed = trio.Event()
+        self._listen_scope = trio.CancelScope()
         self._device_at: dict[str, int] = {}  # dialled address -> device number found there
         self.ports: dict[str, int] = {}
         self.counters = {"commits": 0, "flushes": 0, "flush_failures": 0, "bytes_in": 0, "bytes_out": 0,
@@ -183,6 +184,11 @@ class Node:
             totals.labels(what).set(count)
         return generate_latest(registry)
 
+    async def import_authority(self, entries: list[bytes]) -> int:
+        """Take in authority-feed entries an admin carried here (a revocation, say)."""
+        await self._inbox_send.send(("import", entries))
+        return len(entries)
+
     def stop(self) -> None:
         """Begin a graceful shutdown."""
         self._stopping.set()
@@ -193,26 +199,27 @@ class Node:
         """Run until ``stop()``; reports the bound ports through ``task_status``."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._engine_loop)
-            host, port = _split(self.config.listen)
-            listeners = await nursery.start(trio.serve_tcp, self._accept, port, host)
+            host, port = self.config.address
+            listeners = await nursery.start(self._listen, host, port)
             self.ports["peer"] = listeners[0].socket.getsockname()[1]
             if self.config.api_enabled:
                 from .api import build_app, serve_api
 
-                api_host, api_port = _split(self.config.api_listen)
+                api_host, api_port = self.config.api_address
                 self.ports["api"] = await nursery.start(serve_api, build_app(self), api_host, api_port,
                                                         self._stopped.wait)
-            for address in [*self.config.peers, *self.config.anchors]:
+            for address in self.config.dial:
                 nursery.start_soon(self._dial_forever, address)
             (self.data_dir.path / "ports.json").write_text(json.dumps(self.ports))
             log.info("node %s (%s) up: peers on %s, api on %s", self.certificate.number, self.certificate.name,
                      self.ports.get("peer"), self.ports.get("api"))
             task_status.started(dict(self.ports))
             await self._stopping.wait()
-            for listener in listeners:
-                await listener.aclose()
+            # New connections are turned away from here (_serve); the sessions say bye and
+            # their connections end; only then does the listener go.
             await self._inbox_send.send(("shutdown",))
             await self._stopped.wait()
+            self._listen_scope.cancel()
             nursery.cancel_scope.cancel()
         self.store.close()
         log.info("node %s stopped", self.certificate.number)
@@ -266,7 +273,10 @@ class Node:
                 self.counters["commits"] += 1
                 self._waiting[committed.seq] = waiter
         elif kind == "import":
-            engine.import_entries(item[1], now)
+            try:
+                engine.import_entries(item[1], now)
+            except TillmeshError as exc:
+                log.warning("authority entries refused: %s", exc)
         elif kind == "shutdown":
             for conn in list(self._conns):
                 engine.close(conn, now, CloseReason.SHUTDOWN, "the node is stopping")
@@ -316,6 +326,10 @@ class Node:
                         waiter.done.set()
 
     # -- connections --------------------------------------------------------------------------
+
+    async def _listen(self, host: str, port: int, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        with self._listen_scope:
+            await trio.serve_tcp(self._accept, port, host=host, task_status=task_status)
 
     async def _accept(self, stream: trio.SocketStream) -> None:
         peer = stream.socket.getpeername()
@@ -390,10 +404,11 @@ class Node:
                 self._device_at[conn.address] = devices[conn]
             log.info("peer %s up: device %s", conn.address, devices[conn])
 
-    async def _dial_forever(self, address: str) -> None:
+    async def _dial_forever(self, target: tuple[str, int]) -> None:
         sync = self.config.sync
         backoff = sync.dial_backoff_min_ms / 1000
-        host, port = _split(address)
+        host, port = target
+        address = f"{host}:{port}"
         while not self._stopping.is_set():
             device = self._device_at.get(address)
             if device is not None and any(p.device == device and p.state == "live" for p in self.engine.status().peers):
@@ -418,13 +433,6 @@ class Node:
     async def _sleep_or_stop(self, seconds: float) -> None:
         with trio.move_on_after(seconds):
             await self._stopping.wait()
-
-
-def _split(address: str) -> tuple[str, int]:
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise InvalidInput(f"expected host:port, got {address!r}")
-    return host, int(port)
 
 
 def run_node(path: str | Path, *, relay: bool = False) -> int:
