@@ -89,6 +89,7 @@ class Applier:
         self.alerts: list[Alert] = []
         self.changes: list[AppliedChange] = []
         self.escrow_dirty = False  # a request or a bounded counter changed: rights work to do
+        self.passed = 0  # entries applied or held since this applier was built
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -117,6 +118,7 @@ class Applier:
                     if verdict is None:
                         break
                     self.applied[origin] = seq
+                    self.passed += 1
                     if isinstance(verdict, DeltaGroup):
                         self._merge(origin, seq, verdict, now)
                     progress = True

@@ -17,6 +17,8 @@ class EngineConfig:
     decides whether other devices' entries are pushed on arrival, not only in answer to a
     have. None: relays do (they are the hubs between branches), members do not (on a LAN
     every device hears the origin itself, and forwarding there mostly sends duplicates).
+    ``snapshot_every``: a member saves its replica to the store after that many applied
+    entries, so that a restart replays only what came after (0: never).
     """
 
     have_interval_ms: int = 5_000
@@ -28,6 +30,7 @@ class EngineConfig:
     push_delay_ms: int = 0
     have_jitter: bool = True
     forward_eagerly: bool | None = None
+    snapshot_every: int = 1000  # save a replica snapshot after this many applied entries (0: never)
 
     @property
     def session(self) -> SessionConfig:

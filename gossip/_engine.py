@@ -32,7 +32,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable
 
-from crdt_types import DEFAULT_SCHEMA, HLC, BoundedCounter, InvalidInput, Schema, TillmeshError
+from crdt_types import DEFAULT_SCHEMA, HLC, BoundedCounter, InvalidInput, Schema, StorageError, TillmeshError
 
 from ._acks import AckTracker
 from ._applier import Applier
@@ -46,6 +46,7 @@ from ._identity import Revocation
 from ._intake import Batch, take_in
 from ._keyring import Keyring
 from ._policy import ALLOW_ALL, Policy
+from ._snapshot import restore_snapshot, take_snapshot
 from ._session import Authenticated, Ended, EntriesArrived, ForkSuspected, HaveArrived, Session, duplicate_loser
 from ._store import FeedStore
 
@@ -99,7 +100,8 @@ class Engine:
         self._applier: Applier | None = None
         for origin, cutoff in keyring.revocations.items():
             store.truncate(origin, cutoff)  # a crash between a cutoff's intake and its truncation
-        self._rebuild(now)
+        self._snapshot_at = 0
+        self._rebuild(now, from_snapshot=True)
         own = store.head(self.number) if self.number is not None else None
         self._durable_seq = own.seq if own else 0
 
@@ -238,7 +240,7 @@ class Engine:
         for session in list(self._sessions.values()):
             self._close(session, CloseReason.STORAGE, "local storage failed", now)
         self._alert(AlertKind.STORAGE_FAILED, self.number, f"a flush failed; {len(lost)} commit(s) dropped")
-        self._rebuild(now)
+        self._rebuild(now, from_snapshot=True)
         return lost
 
     # -- outputs ------------------------------------------------------------------------------
@@ -329,13 +331,31 @@ class Engine:
             vector[self.number] = min(vector[self.number], self._durable_seq)
         return vector
 
-    def _rebuild(self, now: Now) -> None:
-        """The replica as the replay of every stored, valid entry."""
+    def _rebuild(self, now: Now, *, from_snapshot: bool = False) -> None:
+        """The replica as the replay of every stored, valid entry (after the stored snapshot,
+        when asked and when it fits the store)."""
         if not self.is_member:
             return
-        self._applier = Applier(number=self.number, store=self._store, feeds=self._feeds, keyring=self._keyring,
-                                policy=self._policy, schema=self._schema, escrow=self._escrow, clock=self._clock)
-        self._applier.run(now)
+        applier = Applier(number=self.number, store=self._store, feeds=self._feeds, keyring=self._keyring,
+                          policy=self._policy, schema=self._schema, escrow=self._escrow, clock=self._clock)
+        if from_snapshot:
+            try:
+                data = self._store.load_snapshot()
+            except StorageError as exc:
+                self._alert(AlertKind.STORAGE_FAILED, self.number, f"snapshot not used: {exc}; replaying the feeds")
+                data = None
+            if data is not None:
+                restore_snapshot(applier, data, self._store, self._clock)
+        self._applier = applier
+        applier.run(now)
+        self._snapshot_at = applier.passed
+
+    def _maybe_snapshot(self) -> None:
+        every = self._config.snapshot_every
+        applier = self._applier
+        if every and applier is not None and applier.passed - self._snapshot_at >= every:
+            self._store.save_snapshot(take_snapshot(applier, self._clock))
+            self._snapshot_at = applier.passed
 
     def _settle(self, now: Now) -> None:
         """Apply what is ready, then write the rights answers it calls for, until quiet."""
@@ -354,6 +374,7 @@ class Engine:
                     self._alert(AlertKind.RIGHTS_REFUSED, self.number, f"could not write {ops!r}: {exc}")
                     break
             applier.run(now)
+        self._maybe_snapshot()
 
     def _write(self, ops: Iterable[tuple] | Callable[[Any], None], now: Now) -> Committed:
         applier = self._member()

@@ -146,6 +146,12 @@ class EscrowLedger:
         self._refold.clear()
         return skipped
 
+    def export(self) -> list[tuple[tuple, list[tuple[Timestamp, int, int, BoundedCounter]]]]:
+        """Every op kept, per key, in fold order: what a snapshot must carry, because a later
+        op that sorts before them refolds the key from its first op."""
+        return [(key, [(op.order[0], op.origin, op.seq, op.delta) for op in ops])
+                for key, ops in sorted(self._ops.items(), key=lambda item: repr(item[0]))]
+
     def deps(self, keys: list[tuple], own: int, limit: int) -> dict[int, int]:
         """origin -> highest seq among the ops on ``keys`` (others' only), at most ``limit``
         origins (the most recent kept): what a new op on those keys has seen."""

@@ -18,11 +18,13 @@ feeds (where its own entries are held).
 from __future__ import annotations
 
 import abc
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from crdt_types import StorageError
 
-__all__ = ["FeedStore", "MemoryFeedStore", "Head", "MAX_READ", "MAX_META_BYTES"]
+__all__ = ["FeedStore", "MemoryFeedStore", "Head", "MAX_READ", "MAX_META_BYTES", "MAX_SNAPSHOT_BYTES"]
 
 # Upper bound on one range read: a batch for a session is far smaller than this.
 MAX_READ = 10_000
@@ -30,6 +32,10 @@ MAX_READ = 10_000
 # stored elsewhere, so anything near this limit is a bug, not data.
 MAX_META_BYTES = 1024 * 1024
 MAX_META_NAME_CHARS = 64
+# A replica snapshot is kept in the meta area in chunks of MAX_META_BYTES. A shop's state
+# (every sale record it ever made, its stock, balances, orders) stays far below this; past
+# it, snapshots are refused and a restart replays the feeds instead.
+MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,45 @@ class FeedStore(abc.ABC):
     def version_vector(self) -> dict[int, int]:
         """origin -> highest contiguous seq."""
         return {origin: head.seq for origin, head in self.heads().items()}
+
+    def save_snapshot(self, data: bytes) -> None:
+        """Keep ``data`` (the engine's replica snapshot) with the next flush, replacing the last.
+
+        It is written through ``put_meta`` in chunks, so every store keeps it with the same
+        all-or-nothing flush as the entries it was taken after.
+
+        Raises:
+            StorageError: larger than ``MAX_SNAPSHOT_BYTES``.
+        """
+        if not isinstance(data, bytes) or len(data) > MAX_SNAPSHOT_BYTES:
+            raise StorageError(f"a snapshot is bytes of at most {MAX_SNAPSHOT_BYTES}")
+        chunks = [data[i:i + MAX_META_BYTES] for i in range(0, len(data), MAX_META_BYTES)] or [b""]
+        for index, chunk in enumerate(chunks):
+            self.put_meta(f"snapshot.{index}", chunk)
+        digest = hashlib.blake2b(data, digest_size=32).digest()
+        self.put_meta("snapshot", len(chunks).to_bytes(4, "big") + digest)
+
+    def load_snapshot(self) -> bytes | None:
+        """The last snapshot saved, or None.
+
+        Raises:
+            StorageError: a snapshot is recorded but its chunks are missing or do not match.
+        """
+        head = self.get_meta("snapshot")
+        if head is None:
+            return None
+        if len(head) != 36:
+            raise StorageError("the stored snapshot's header is corrupt")
+        count, digest = int.from_bytes(head[:4], "big"), head[4:]
+        if count * MAX_META_BYTES > MAX_SNAPSHOT_BYTES + MAX_META_BYTES:
+            raise StorageError(f"the stored snapshot claims {count} chunks")
+        parts = [self.get_meta(f"snapshot.{index}") for index in range(count)]
+        if any(part is None for part in parts):
+            raise StorageError("the stored snapshot is missing chunks")
+        data = b"".join(parts)
+        if not hmac.compare_digest(hashlib.blake2b(data, digest_size=32).digest(), digest):
+            raise StorageError("the stored snapshot does not match its digest")
+        return data
 
     @staticmethod
     def _check_append(current: Head | None, origin: int, seq: int, entry_hash: bytes, data: bytes) -> None:

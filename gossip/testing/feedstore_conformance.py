@@ -504,3 +504,30 @@ def test_meta_bad_values_raise_and_store_nothing(store, value):
     with pytest.raises(StorageError):
         store.put_meta("acks", value)
     assert store.get_meta("acks") is None
+
+
+# -- snapshots: kept in chunks with the same flush ----------------------------------------------
+
+
+def test_a_snapshot_round_trips_across_chunks_and_replaces_the_last(store):
+    assert store.load_snapshot() is None
+    big = bytes(range(256)) * (MAX_META_BYTES // 256) + b"tail"  # just over one chunk
+    store.save_snapshot(big)
+    assert store.load_snapshot() == big
+    store.flush()
+    store.save_snapshot(b"small")
+    assert store.load_snapshot() == b"small"
+    store.discard_unflushed()
+    assert store.load_snapshot() == big
+
+
+def test_an_empty_snapshot_is_a_snapshot(store):
+    store.save_snapshot(b"")
+    assert store.load_snapshot() == b""
+
+
+def test_a_damaged_snapshot_is_a_storage_error(store):
+    store.save_snapshot(b"state" * 100)
+    store.put_meta("snapshot.0", b"other")
+    with pytest.raises(StorageError):
+        store.load_snapshot()
