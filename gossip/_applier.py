@@ -32,7 +32,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from crdt_types import HLC, BoundedCounter, DeltaGroup, Document, Replica, Schema, Timestamp, UnknownOps, client_id_for
+from crdt_types import (
+    HLC,
+    BoundedCounter,
+    DeltaGroup,
+    Document,
+    InvalidInput,
+    Replica,
+    Schema,
+    Timestamp,
+    UnknownOps,
+    client_id_for,
+)
 
 from ._entry import MAX_DEPS, Entry
 from ._errors import EpochUnavailable, Unauthorized
@@ -151,12 +162,17 @@ class Applier:
             return None
         return min(stamp for _, stamp in self.held_skew.values()) - self._clock.max_skew_ms
 
-    def prepare(self, ops: Any, stamp: Timestamp) -> tuple[DeltaGroup, dict[int, int]]:
+    def prepare(self, ops: Any, stamp: Timestamp, can_hold: Any = None) -> tuple[DeltaGroup, dict[int, int]]:
         """A local transaction, checked and not yet applied: its group and its deps.
+
+        The checks every receiver makes are made here first, so that a commit that returns
+        is one every replica applies: the policy, the own-slots rule, a rights request in
+        this device's own name, and (``can_hold``) a transfer only to a device that could
+        ever spend the rights.
 
         Raises:
             InvalidInput, InsufficientRights: a bad op (nothing changed).
-            Unauthorized: an op this device's certificate does not allow (nothing changed).
+            Unauthorized: an op this device may not write (nothing changed).
         """
         replica = self.replica
         with replica.transaction(stamp, apply=False) as tx:
@@ -168,10 +184,17 @@ class Applier:
         group = tx.delta
         replica.discard(group)  # it is applied like any stored entry, once written
         cert = self._keyring.certificate
-        for key, _ in group.ops:
+        for key, delta in group.ops:
             if not self._policy.allows(cert, key):
                 raise Unauthorized(f"device {self.number} ({', '.join(cert.roles)}, branch {cert.branch}) "
                                    f"may not write {key!r}")
+            if not writes_only_own_slots(delta, self.number) or not self._own_request(key, self.number):
+                raise Unauthorized(f"{key!r}: a write into another device's slots")
+            if isinstance(delta, BoundedCounter) and can_hold is not None:
+                for (source, target), _ in delta.rows()[2].items():
+                    if source == self.number and not can_hold(target):
+                        raise InvalidInput(f"{key!r}: device {target!r} could never spend rights moved to it "
+                                           "(not an enrolled member, a relay, or revoked)")
         bounded = [key for key, delta in group.ops if isinstance(delta, BoundedCounter)]
         return group, self.ledger.deps(bounded, self.number, MAX_DEPS)
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 
 from crdt_types import DEFAULT_SCHEMA, HLC, BoundedCounter, InvalidInput, Schema, StorageError, TillmeshError
+from crdt_types._check import require_amount
 
 from ._acks import AckTracker
 from ._applier import Applier
@@ -41,8 +42,9 @@ from ._config import EngineConfig
 from ._errors import ConnectionLost, HandshakeTimeout, MalformedData
 from ._escrow import EscrowKeys, rights_work
 from ._events import Alert, AlertKind, Close, CloseReason, Committed, Effects, Now, Status
+from ._entry import Entry
 from ._feeds import Feeds
-from ._identity import Revocation
+from ._identity import AUTHORITY_NUMBER, Revocation
 from ._intake import Batch, take_in
 from ._keyring import Keyring
 from ._policy import ALLOW_ALL, Policy
@@ -54,6 +56,10 @@ __all__ = ["Engine", "MAX_PEERS"]
 
 # Concurrent sessions: a shop has tens of devices; an anchor serves a few branches.
 MAX_PEERS = 256
+# Connections not yet authenticated. Kept apart from MAX_PEERS: anyone who can reach the
+# port (no network key needed) can open connections, and must not crowd out the tills. When
+# full, the oldest pending handshake is dropped (a till's takes milliseconds).
+MAX_PENDING_HANDSHAKES = 64
 
 
 class Engine:
@@ -97,6 +103,8 @@ class Engine:
         self._acks_out: list = []
         self._acks = AckTracker(self.number, store, self._is_relay)
         self._now = now
+        self._flush_mark: tuple[int, int] | None = None  # (own head, commits) at the poll that asked to flush
+        self._writing = False
         self._applier: Applier | None = None
         for origin, cutoff in keyring.revocations.items():
             store.truncate(origin, cutoff)  # a crash between a cutoff's intake and its truncation
@@ -116,10 +124,14 @@ class Engine:
         now = self._at(now)
         if peer in self._sessions:
             raise InvalidInput(f"peer {peer!r} is already connected")
-        if len(self._sessions) >= MAX_PEERS:
-            self._closes.append(Close(peer, CloseReason.TOO_MANY_PEERS, f"already {MAX_PEERS} sessions"))
-            self._alert(AlertKind.TOO_MANY_PEERS, None, f"refused {peer!r}: already {MAX_PEERS} sessions")
-            return
+        pending = [s for s in self._sessions.values() if s.cert is None]
+        if len(pending) >= MAX_PENDING_HANDSHAKES:
+            # The oldest pending handshake gives way, not the newcomer: a flood of connections
+            # that never authenticate cannot keep a till out, it can only slow it down.
+            oldest = min(pending, key=lambda s: s.opened_ms)
+            self._alert(AlertKind.TOO_MANY_PEERS, None, f"{MAX_PENDING_HANDSHAKES} handshakes pending: "
+                        f"dropped the oldest, {oldest.peer!r}")
+            self._close(oldest, CloseReason.TOO_MANY_PEERS, f"{MAX_PENDING_HANDSHAKES} handshakes pending", now)
         channel = SecureChannel(self._keyring, initiator=initiator, random_bytes=self._random, now_ms=now.mono_ms)
         self._sessions[peer] = Session(peer, channel, config=self._config.session, store=self._store,
                                        sendable=self._sendable, draw=self._draw, now_ms=now.mono_ms)
@@ -196,7 +208,7 @@ class Engine:
             IntegrityError: an entry that does not verify (those before it are kept).
         """
         now = self._at(now)
-        batch = take_in(self._feeds, tuple(entries))
+        batch = take_in(self._feeds, _in_feed_order(entries))
         self._taken(batch, now)
         self._settle(now)
         self._push_all(now)
@@ -214,16 +226,23 @@ class Engine:
             raise InvalidInput("this engine has no escrow keys: rights requests are not part of its schema")
         if self._schema.type_of(key) is not BoundedCounter:
             raise InvalidInput(f"{key!r} is not a bounded counter")
-        return self.commit([("set", self._escrow.request_key(key, self.number), amount)], now)
+        request = self._escrow.request_key(key, self.number)
+        if self._escrow.bounded_key(request) != key:
+            raise InvalidInput(f"the escrow keys name no rights requests for {key!r}")
+        require_amount("amount", amount)
+        return self.commit([("set", request, amount)], now)
 
     def flushed(self, now: Now | int) -> None:
-        """The driver flushed the store: everything appended so far is durable."""
+        """The driver flushed the store after the ``poll()`` that asked for it: everything
+        appended up to that poll is durable. What was appended after it (a commit, a rights
+        answer set off by bytes that arrived meanwhile) waits for the next flush."""
         now = self._at(now)
-        own = self._store.head(self.number) if self.number is not None else None
-        released = (own.seq if own else 0) > self._durable_seq
-        self._durable_seq = own.seq if own else 0
-        self._committed += self._unflushed
-        self._unflushed = []
+        seq, count = self._flush_mark if self._flush_mark is not None else (self._own_head(), len(self._unflushed))
+        self._flush_mark = None
+        released = seq > self._durable_seq
+        self._durable_seq = max(self._durable_seq, seq)
+        self._committed += self._unflushed[:count]
+        del self._unflushed[:count]
         if released:  # our own entries may leave now; others' go by the forwarding rule
             self._push_all(now)
 
@@ -236,6 +255,7 @@ class Engine:
         """
         now = self._at(now)
         self._store.discard_unflushed()
+        self._flush_mark = None
         lost, self._unflushed = tuple(self._unflushed), []
         for session in list(self._sessions.values()):
             self._close(session, CloseReason.STORAGE, "local storage failed", now)
@@ -260,7 +280,13 @@ class Engine:
         self._closes, self._alerts, self._committed, self._acks_out = [], [], [], []
         if applier is not None:
             applier.alerts, applier.changes = [], []
+        if effects.flush:  # what the driver's flush will hold: released by flushed()
+            self._flush_mark = (self._own_head(), len(self._unflushed))
         return effects
+
+    def _own_head(self) -> int:
+        head = self._store.head(self.number) if self.number is not None else None
+        return head.seq if head else 0
 
     def next_deadline(self) -> int | None:
         """The monotonic time by which ``tick`` must be called next, or None."""
@@ -298,10 +324,18 @@ class Engine:
 
     def rights(self, key: tuple, device: int | None = None) -> int:
         """Rights ``device`` (default: this one) holds on the bounded counter ``key``."""
+        if self._schema.type_of(key) is not BoundedCounter:
+            raise InvalidInput(f"{key!r} is not a bounded counter: it has no rights")
         return self._member().replica.state(key).rights(self.number if device is None else device)
 
     def ack_level(self, seq: int):
-        """Where this device's entry ``seq`` is known to be held."""
+        """Where this device's entry ``seq`` is known to be held.
+
+        Raises:
+            InvalidInput: ``seq`` is not one of this device's entries.
+        """
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq <= self._own_head():
+            raise InvalidInput(f"seq must be one of this device's entries (1..{self._own_head()}), got {seq!r}")
         return self._acks.level(seq)
 
     # -- orchestration ------------------------------------------------------------------------
@@ -314,6 +348,13 @@ class Engine:
         if self._applier is None:
             raise InvalidInput("this node is a relay: it holds no data key and no replica")
         return self._applier
+
+    def _can_hold_rights(self, number: Any) -> bool:
+        """Whether rights moved to ``number`` could ever be spent: an enrolled, unrevoked member
+        device (not a relay, and not the authority, whose machine is kept off the tills)."""
+        cert = self._keyring.certificates.get(number) if isinstance(number, int) else None
+        return (cert is not None and not cert.is_relay and number != AUTHORITY_NUMBER
+                and number not in self._keyring.revocations)
 
     def _is_relay(self, number: int) -> bool:
         cert = self._keyring.certificates.get(number)
@@ -367,7 +408,7 @@ class Engine:
             applier.escrow_dirty = False
             # Each answer is worked out after the last one is applied; every write lowers our
             # rights or clears a request, so the loop ends.
-            while (ops := rights_work(applier.replica, self.number, self._escrow)) is not None:
+            while (ops := rights_work(applier.replica, self.number, self._escrow, self._can_hold_rights)) is not None:
                 try:
                     self._write(ops, now)
                 except TillmeshError as exc:
@@ -378,7 +419,15 @@ class Engine:
 
     def _write(self, ops: Iterable[tuple] | Callable[[Any], None], now: Now) -> Committed:
         applier = self._member()
-        group, deps = applier.prepare(ops, self._clock.now(now.wall_ms))
+        if self._writing:
+            raise InvalidInput("commit() may not be called from inside a transaction's build")
+        if not callable(ops) and not isinstance(ops, (list, tuple)):
+            raise InvalidInput(f"ops must be a list of (verb, key, *args) tuples or a callable, got {type(ops).__name__}")
+        self._writing = True
+        try:
+            group, deps = applier.prepare(ops, self._clock.now(now.wall_ms), self._can_hold_rights)
+        finally:
+            self._writing = False
         entry = self._feeds.append_local(group, deps=deps, random_bytes=self._random)
         self._clock.witness(group.hlc)
         applier.cache(entry, group)
@@ -428,8 +477,12 @@ class Engine:
         if cert.number == self.number:
             self._close(session, CloseReason.SELF, "connected to itself", now)
             return
+        if sum(1 for s in self._sessions.values() if s.cert is not None and s is not session) >= MAX_PEERS:
+            self._alert(AlertKind.TOO_MANY_PEERS, cert.number, f"refused device {cert.number}: already {MAX_PEERS} sessions")
+            self._close(session, CloseReason.TOO_MANY_PEERS, f"already {MAX_PEERS} sessions", now)
+            return
         for other in [s for s in self._sessions.values() if s is not session and s.number == cert.number]:
-            loser, reason = duplicate_loser(other, session, self.number)
+            loser, reason = duplicate_loser(other, session, self.number, now.mono_ms)
             detail = (f"device {cert.number} is connected already" if reason is CloseReason.DUPLICATE
                       else "a newer connection from the same device took over")
             self._close(loser, reason, detail, now)
@@ -461,24 +514,33 @@ class Engine:
     def _taken(self, batch: Batch, now: Now) -> None:
         """What every intake does with what it took in, whoever sent it."""
         self._alerts += batch.alerts
+        for origin, seq in batch.forks:
+            self._drop_after(origin, seq - 1, now)
         for result in batch.fresh():
             if result.control is not None:
                 self._control(result.control, now)
             if result.group is not None and self._applier is not None:
                 self._applier.cache(result.entry, result.group)
 
+    def _drop_after(self, device: int, last: int, now: Now) -> int:
+        """Remove ``device``'s entries after ``last`` and rebuild if any had been applied:
+        a revocation cutoff, or a fork (both versions of the forked seq, and what follows,
+        are void on every replica alike, whichever version each received first)."""
+        dropped = self._store.truncate(device, last)
+        applied = self._applier.applied.get(device, 0) if self._applier else 0
+        if applied > last:
+            self._rebuild(now)
+        return dropped
+
     def _control(self, record: Any, now: Now) -> None:
         """A control record was taken in; a revocation acts at once."""
         if not isinstance(record, Revocation):
             return
         device, cutoff = record.number, self._keyring.revocations[record.number]
-        dropped = self._store.truncate(device, cutoff)
-        applied = self._applier.applied.get(device, 0) if self._applier else 0
+        dropped = self._drop_after(device, cutoff, now)
         if dropped:
             self._alert(AlertKind.REVOKED_ENTRIES_DROPPED, device, f"device {device} was revoked after seq {cutoff}: "
                         f"{dropped} entries past the cutoff removed")
-        if applied > cutoff:
-            self._rebuild(now)
         for session in list(self._sessions.values()):
             if device == self.number or session.number == device:
                 self._close(session, CloseReason.REVOKED, f"device {device} was revoked", now)
@@ -486,3 +548,17 @@ class Engine:
     def __repr__(self) -> str:
         kind = "member" if self.is_member else "relay"
         return f"Engine(device={self.number}, {kind}, sessions={len(self._sessions)})"
+
+
+def _in_feed_order(entries: Iterable[bytes]) -> tuple[bytes, ...]:
+    """Entries sorted by (origin, seq), so a backup is taken whatever order it was kept in;
+    what does not decode keeps its place at the end, where intake refuses it."""
+    keyed, rest = [], []
+    for data in entries:
+        try:
+            entry = Entry.decode(data)
+        except TillmeshError:
+            rest.append(data)
+        else:
+            keyed.append(((entry.origin, entry.seq), data))
+    return tuple(data for _, data in sorted(keyed, key=lambda item: item[0])) + tuple(rest)

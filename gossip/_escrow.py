@@ -182,11 +182,15 @@ def _check(state: BoundedCounter, op: _Op) -> str | None:
     return None
 
 
-def rights_work(replica: Replica, me: int, keys: EscrowKeys) -> list[tuple] | None:
+def rights_work(replica: Replica, me: int, keys: EscrowKeys,
+                can_hold: Callable[[Any], bool] = lambda number: True) -> list[tuple] | None:
     """The next transaction (a list of ops as data) this member should write: a transfer
     that answers another member's open request, or the clear of its own satisfied request;
     None when there is nothing to do. One at a time: each answer changes the rights the next
-    one is worked out from."""
+    one is worked out from. Requests of devices that could never spend rights (revoked, a
+    relay, unknown) are not answered. Of the members that could answer a request, only the
+    one holding the most rights (the lowest number among equals) does, as this replica sees
+    it, so one request does not draw a transfer from every holder at once."""
     requests = []
     for key in replica.keys(keys.request_kind):
         amount = replica.value(key)
@@ -200,7 +204,10 @@ def rights_work(replica: Replica, me: int, keys: EscrowKeys) -> list[tuple] | No
             if counter.rights(me) >= amount:
                 return [("set", key, 0)]
             continue
-        if bounded in wanting:
+        if bounded in wanting or not can_hold(device):
+            continue
+        holders = {d: r for d, r in counter.holders().items() if d != device and r > 0 and can_hold(d)}
+        if not holders or max(holders, key=lambda d: (holders[d], -d if isinstance(d, int) else 0)) != me:
             continue
         # What the requester still lacks, as this replica sees it: our own transfers are
         # applied here at once, so we never answer the same shortfall twice, and the rule

@@ -34,6 +34,7 @@ class Batch:
     refused: int = 0  # entries deferred or refused as the origin's fault (forks aside)
     alerts: list[Alert] = field(default_factory=list)
     evidence: list[tuple[bytes, bytes]] = field(default_factory=list)  # forks found
+    forks: list[tuple[int, int]] = field(default_factory=list)  # (origin, seq) of each
     fault: str | None = None  # the peer broke the protocol: end its session
 
     @property
@@ -54,6 +55,7 @@ def take_in(feeds: Feeds, batch: tuple[bytes, ...]) -> Batch:
             out.refused += 1
         except ForkDetected as exc:
             out.evidence.append(exc.evidence)
+            out.forks.append((exc.origin, exc.seq))
             out.alerts.append(Alert(AlertKind.FORK, exc.origin, str(exc), entry=(exc.origin, exc.seq),
                                     evidence=exc.evidence))
         except OriginFault as exc:

@@ -63,6 +63,10 @@ __all__ = [
     "Authenticated", "HaveArrived", "EntriesArrived", "ForkSuspected", "Ended",
 ]
 
+# Two connections between the same devices opened closer together than this are one
+# simultaneous dial; one opened later means the peer dialled again because its end of the
+# older one is gone. Dialling takes milliseconds on a LAN and well under this to an anchor.
+SIMULTANEOUS_DIAL_MS = 2_000
 # Unconfirmed bytes in flight per session: four batches keep a LAN link busy without
 # letting a slow anchor link buffer megabytes in the sender.
 WINDOW_BYTES = 4 * MAX_BATCH_BYTES
@@ -578,15 +582,15 @@ class Session:
         return f"Session(peer={self.peer!r}, device={self.number}, {self.state.value})"
 
 
-def duplicate_loser(old: Session, new: Session, me: int) -> tuple[Session, CloseReason]:
+def duplicate_loser(old: Session, new: Session, me: int, now_ms: int) -> tuple[Session, CloseReason]:
     """Two authenticated sessions with one device: which one goes, and why.
 
-    Dialled the same way, the new one wins: the peer dialled again, so the old connection
-    is stale (half-open, its end gone without a word). Dialled both ways at once, both
-    devices keep the connection the lower-numbered device initiated, and agree on it
-    without exchanging a word.
+    Dialled the same way, or the old one opened more than ``SIMULTANEOUS_DIAL_MS`` before,
+    the new one wins: the peer dialled again, so the old connection is stale (half-open, its
+    end gone without a word; the peer restarted). Dialled both ways at once, both devices keep
+    the connection the lower-numbered device initiated, and agree on it without a word.
     """
-    if old.channel.initiator == new.channel.initiator:
+    if old.channel.initiator == new.channel.initiator or new.opened_ms - old.opened_ms > SIMULTANEOUS_DIAL_MS:
         return old, CloseReason.REPLACED
 
     def dialler(session: Session) -> int:

@@ -95,7 +95,16 @@ class ShopBuilder:
         """
         settings = {"policy": self.policy, "schema": self.schema, "escrow": self.escrow, "config": self.config}
         settings.update(overrides)
-        return Engine(keyring or self.keyring(name), self.store(name), random_bytes=self.random_bytes,
+        store = self.store(name)
+        if keyring is None:
+            # A fresh token knows authority entries (a new epoch, later devices) the store may
+            # lack; a device keeps them with its feeds, so that it can forward them too.
+            keyring, _, feed = import_token(self.token(name), self.keys[name])
+            head = store.head(0)
+            for entry in feed[head.seq if head else 0:]:
+                store.append(entry.origin, entry.seq, entry.hash, entry.encode())
+            store.flush()
+        return Engine(keyring, store, random_bytes=self.random_bytes,
                       now=self.now_ms if now is None else now, hlc=hlc, **settings)
 
     def crash(self, name: str) -> None:

@@ -11,10 +11,11 @@ included, holds an entry past a cutoff.
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, event, settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from crdt_types import InsufficientRights
+from crdt_types import InsufficientRights, InvalidInput
 from gossip import AUTHORITY_NUMBER, Engine, Entry, MemoryFeedStore
 from gossip.testing import ShopBuilder
 
@@ -54,8 +55,15 @@ class Revocations(RuleBasedStateMachine):
     def transfer(self, who, to, key, share):
         engine = self.net.engines[who]
         rights = engine.rights(key)
-        if who != to and rights > 0:
-            self._commit(who, [("transfer", key, self.shop.numbers[to], max(1, rights // share))])
+        if who == to or rights <= 0 or who in self.revoked:
+            return
+        target = self.shop.numbers[to]
+        if target in engine.status().revoked:
+            # Rights moved to a revoked till could never be spent: the engine refuses.
+            with pytest.raises(InvalidInput):
+                engine.commit([("transfer", key, target, max(1, rights // share))], self.now)
+            return
+        self._commit(who, [("transfer", key, target, max(1, rights // share))])
 
     @rule(who=st.sampled_from(MEMBERS), key=st.sampled_from(BALANCES), share=st.integers(1, 3))
     def charge(self, who, key, share):

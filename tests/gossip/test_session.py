@@ -6,7 +6,6 @@ from hypothesis import strategies as st
 
 from gossip import (
     MAX_ENTRY_BYTES,
-    MAX_PEERS,
     Authority,
     CloseReason,
     DeviceKey,
@@ -28,6 +27,7 @@ from gossip._frames import (
     Pong,
     parse_frame,
 )
+from gossip._engine import MAX_PENDING_HANDSHAKES
 from gossip._session import TRANSITIONS
 from gossip.testing import seeded
 
@@ -115,18 +115,38 @@ def test_entries_before_the_peers_have_are_not_in_the_table():
     assert TRANSITIONS[SessionState.CLOSED] == {}
 
 
-def test_peers_beyond_the_limit_are_refused(engine_pair_factory):
+def test_beyond_the_pending_handshake_limit_the_oldest_handshake_gives_way(engine_pair_factory):
+    # Unauthenticated connections are bounded apart from MAX_PEERS, and a flood of them
+    # cannot keep a newcomer (a till) out: the oldest pending handshake is dropped instead.
     engine = engine_pair_factory()
-    for peer in range(MAX_PEERS):
-        engine.connected(peer, True, 0)
+    for peer in range(MAX_PENDING_HANDSHAKES):
+        engine.connected(peer, True, peer)
     assert engine.poll().closes == ()
-    engine.connected("one too many", True, 0)
+    engine.connected("newcomer", True, MAX_PENDING_HANDSHAKES)
     effects = engine.poll()
-    assert [c.peer for c in effects.closes] == ["one too many"]
+    assert [c.peer for c in effects.closes] == [0]
     assert effects.closes[0].reason is CloseReason.TOO_MANY_PEERS
-    assert "one too many" not in effects.sends
-    assert len(engine.status().peers) == MAX_PEERS
+    assert 0 not in effects.sends
+    handles = {p.handle for p in engine.status().peers}
+    assert len(handles) == MAX_PENDING_HANDSHAKES and "newcomer" in handles and 0 not in handles
     assert kinds(effects.alerts) == ["too_many_peers"]
+
+
+def test_authenticated_peers_beyond_the_limit_are_closed(monkeypatch):
+    from gossip import _engine
+
+    from .engine_helpers import Shop
+
+    monkeypatch.setattr(_engine, "MAX_PEERS", 1)
+    shop = Shop(9)
+    for name in ("a", "b", "c"):
+        shop.enroll(name)
+    net = shop.loopback()
+    net.connect("b", "a", 0)
+    net.connect("c", "a", 0)
+    assert {p.device for p in net.engines["a"].status().peers} == {shop.numbers["b"]}
+    assert [c.reason for c in net.closes["a"]] == [CloseReason.TOO_MANY_PEERS]
+    assert kinds(net.alerts["a"]) == ["too_many_peers"]
 
 
 @pytest.fixture
