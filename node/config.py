@@ -130,7 +130,7 @@ class NodeConfig:
         anchors: ``[peers] anchors``, anchors to keep a link to (host:port).
         api_listen: ``[api] listen``, host:port of the local HTTP API.
         api_enabled: ``[api] enabled``.
-        discovery_enabled: ``[discovery] enabled`` (DNS-SD; not implemented yet).
+        discovery_enabled: ``[discovery] enabled``: find peers of this network on the LAN by DNS-SD.
         sync: ``[sync]``, timers and connection limits.
         storage: ``[storage]``.
     Raises:

@@ -210,6 +210,8 @@ class Node:
                                                         self._stopped.wait)
             for address in self.config.dial:
                 nursery.start_soon(self._dial_forever, address)
+            if self.config.discovery_enabled:  # DNS-SD on the LAN: node/discovery.py
+                nursery.start_soon(self._discover, nursery)
             (self.data_dir.path / "ports.json").write_text(json.dumps(self.ports))
             log.info("node %s (%s) up: peers on %s, api on %s", self.certificate.number, self.certificate.name,
                      self.ports.get("peer"), self.ports.get("api"))
@@ -433,6 +435,29 @@ class Node:
     async def _sleep_or_stop(self, seconds: float) -> None:
         with trio.move_on_after(seconds):
             await self._stopping.wait()
+
+    # -- LAN discovery ([discovery] enabled) --------------------------------------------------
+
+    async def _discover(self, nursery: trio.Nursery) -> None:
+        """Advertise this node by DNS-SD and dial each node of its network found on the LAN,
+        every address once (the configured ones have their dialers already). If discovery
+        cannot start (no multicast, say), that is logged and the node runs on without it."""
+        from .discovery import interfaces_for, run_discovery
+
+        dialled = set(self.config.dial)
+
+        def found(address: tuple[str, int]) -> None:
+            if address not in dialled and not self._stopping.is_set():
+                dialled.add(address)
+                log.info("discovered a peer at %s:%d", *address)
+                nursery.start_soon(self._dial_forever, address)
+
+        keyring, _, _ = self.data_dir.keyring()
+        try:
+            await run_discovery(self.ports["peer"], keyring.network_id, found,
+                                interfaces=interfaces_for(self.config.address[0]))
+        except Exception as exc:  # noqa: BLE001  (the till keeps selling without discovery)
+            log.error("discovery stopped: %s", exc, exc_info=True)
 
 
 def run_node(path: str | Path, *, relay: bool = False) -> int:
