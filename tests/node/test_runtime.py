@@ -1,0 +1,118 @@
+"""The runtime in-process: real data directories, real SQLite files, real TCP on 127.0.0.1,
+two ``Node``s in one trio run.
+
+A till that was away while another wrote 20,000 entries catches up over TCP; a node
+restarted over its data directory (snapshot plus replay) is where it was; and a commit
+whose flush fails is refused to its caller with nothing of it kept.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from crdt_types import StorageError
+from gossip import Engine
+from node import cli
+from node.runtime import Node
+from node.storage import DataDir
+
+ENTRIES = 20_000
+
+
+def setup_chain(root: Path, names: list[str], capsys) -> dict[str, DataDir]:
+    admin = root / "admin"
+    assert cli.main(["network", "init", "--dir", str(admin)]) == 0
+    dirs = {}
+    for name in names:
+        capsys.readouterr()
+        assert cli.main(["device", "add", name, "--branch", "central", "--role", "manager", "--dir", str(admin)]) == 0
+        bundle = capsys.readouterr().out.strip().splitlines()[0]
+        assert cli.main(["join", bundle, "--data", str(root / name)]) == 0
+        dirs[name] = DataDir.open(root / name)
+    return dirs
+
+
+def write_directly(data_dir: DataDir, count: int) -> bytes:
+    """``count`` sales written by the device's own engine straight into its store (as a till
+    that sold all day would have them), flushed once; returns the resulting digest."""
+    keyring, _, _ = data_dir.keyring()
+    store = data_dir.store()
+    # Stamped by the real wall clock: the runtime's peers judge skew by theirs.
+    start = int(time.time() * 1000) - count
+    engine = Engine(keyring, store, random_bytes=os.urandom, now=start)
+    for i in range(count):
+        engine.commit([("record", ("sale", f"s{i:06d}"), {"total": 899}), ("add", ("stock", "central", "tea"), -1)],
+                      start + i)
+    store.flush()
+    engine.flushed(start + count)
+    digest = engine.status().digest
+    store.close()
+    return digest
+
+
+async def wait_for(condition, seconds: float, what: str) -> None:
+    with trio.move_on_after(seconds) as scope:
+        while not condition():
+            await trio.sleep(0.05)  # noqa: sleep-ok  (polling a running node with a deadline)
+    assert not scope.cancelled_caught, f"timed out waiting for {what}"
+
+
+@pytest.mark.trio
+async def test_a_till_that_was_away_catches_up_on_twenty_thousand_entries(tmp_path, capsys):
+    dirs = setup_chain(tmp_path, ["busy", "away"], capsys)
+    expected = write_directly(dirs["busy"], ENTRIES)
+    async with trio.open_nursery() as nursery:
+        with dirs["busy"].lock():
+            busy = Node(dirs["busy"])
+            ports = await nursery.start(busy.run)
+            (dirs["away"].path / "node.toml").write_text(f'[peers]\nstatic = ["127.0.0.1:{ports["peer"]}"]\n')
+            away_dir = DataDir.open(dirs["away"].path)
+            with away_dir.lock():
+                away = Node(away_dir)
+                await nursery.start(away.run)
+                device = busy.status()["device"]
+                await wait_for(lambda: away.status()["applied"].get(device, 0) == ENTRIES, 120,
+                               "the away till to catch up")
+                assert away.status()["digest"] == expected.hex() == busy.status()["digest"]
+                assert away.value(("stock", "central", "tea")) == -ENTRIES
+                away.stop()
+                busy.stop()
+
+
+@pytest.mark.trio
+async def test_a_restarted_node_is_where_it_was_and_a_failed_flush_keeps_nothing(tmp_path, capsys):
+    dirs = setup_chain(tmp_path, ["till"], capsys)
+    data_dir = dirs["till"]
+    with data_dir.lock():
+        node = Node(data_dir)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            for i in range(30):
+                result = await node.commit([("add", ("stock", "central", "tea"), 1)])
+                assert result["seq"] == i + 1 and result["ack"] == "local"
+            before = node.status()
+            # The disk refuses the next flush: the caller is told, nothing of it is kept.
+            real_flush = node.store.flush
+
+            def failing_flush() -> None:
+                raise StorageError("disk full (simulated)")
+
+            node.store.flush = failing_flush
+            with pytest.raises(StorageError):
+                await node.commit([("add", ("stock", "central", "tea"), 1000)])
+            node.store.flush = real_flush
+            assert node.value(("stock", "central", "tea")) == 30
+            assert node.status()["vector"] == before["vector"]
+            assert node.counters["flush_failures"] == 1
+            node.stop()
+    again = DataDir.open(data_dir.path)
+    with again.lock():
+        restarted = Node(again)
+        assert restarted.status()["digest"] == before["digest"]
+        assert restarted.value(("stock", "central", "tea")) == 30
+        restarted.store.close()
