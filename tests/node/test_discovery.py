@@ -67,7 +67,7 @@ def info(name="tillmesh-aa._tillmesh._tcp.local.", net=NET.hex().encode(), port=
 
 def test_a_service_of_the_same_network_is_a_peer():
     assert peer_of(info(), NET, "tillmesh-me._tillmesh._tcp.local.") == ("127.0.0.1", 4100)
-    assert peer_of(info(v4=("192.168.1.9", "10.0.0.2"), v6=("fe80::1%2",)), NET) == ("10.0.0.2", 4100)
+    assert peer_of(info(v4=("203.0.113.9", "198.51.100.2"), v6=("fe80::1%2",)), NET) == ("198.51.100.2", 4100)
     assert peer_of(info(v4=(), v6=("fe80::1%2",)), NET) == ("fe80::1%2", 4100)
 
 
@@ -102,7 +102,7 @@ def test_interfaces_follow_the_listen_address():
     from zeroconf import InterfaceChoice
 
     assert interfaces_for("127.0.0.1") == ["127.0.0.1"]
-    assert interfaces_for("192.168.1.20") == ["192.168.1.20"]
+    assert interfaces_for("198.51.100.20") == ["198.51.100.20"]
     assert interfaces_for("localhost") == ["127.0.0.1"]
     for wildcard in ("0.0.0.0", "", "::", "[::]", "till-3.lan"):
         assert interfaces_for(wildcard) is InterfaceChoice.All
