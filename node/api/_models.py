@@ -105,9 +105,11 @@ class _Op(_Strict):
             raise ValueError(f"key {key!r} holds a {crdt.__name__}; {verb!r} works on a {cls.CRDT.__name__}")
         return key
 
+    ARGS: ClassVar[tuple[str, ...]] = ()  # the op's arguments after the key, in order
+
     def as_tuple(self) -> tuple:
         """The op as data for ``Transaction.apply``: ``(verb, key, *arguments)``."""
-        raise NotImplementedError  # pragma: no cover
+        return (self.op, tuple(self.key), *(getattr(self, name) for name in self.ARGS))
 
 
 class AddOp(_Op):
@@ -125,8 +127,7 @@ class AddOp(_Op):
             raise ValueError("an add of 0 changes nothing; send a non-zero amount")
         return amount
 
-    def as_tuple(self) -> tuple:
-        return ("add", tuple(self.key), self.amount)
+    ARGS: ClassVar[tuple[str, ...]] = ('amount',)
 
 
 class SetOp(_Op):
@@ -137,8 +138,7 @@ class SetOp(_Op):
     key: Key
     value: Value
 
-    def as_tuple(self) -> tuple:
-        return ("set", tuple(self.key), self.value)
+    ARGS: ClassVar[tuple[str, ...]] = ('value',)
 
 
 class IncrementOp(_Op):
@@ -149,8 +149,7 @@ class IncrementOp(_Op):
     key: Key
     amount: Amount
 
-    def as_tuple(self) -> tuple:
-        return ("increment", tuple(self.key), self.amount)
+    ARGS: ClassVar[tuple[str, ...]] = ('amount',)
 
 
 class DecrementOp(_Op):
@@ -161,8 +160,7 @@ class DecrementOp(_Op):
     key: Key
     amount: Amount
 
-    def as_tuple(self) -> tuple:
-        return ("decrement", tuple(self.key), self.amount)
+    ARGS: ClassVar[tuple[str, ...]] = ('amount',)
 
 
 class TransferOp(_Op):
@@ -174,8 +172,7 @@ class TransferOp(_Op):
     to: Annotated[StrictInt, Field(ge=0, le=MAX_DEVICE_NUMBER, description="the receiving device's number")]
     amount: Amount
 
-    def as_tuple(self) -> tuple:
-        return ("transfer", tuple(self.key), self.to, self.amount)
+    ARGS: ClassVar[tuple[str, ...]] = ('to', 'amount')
 
 
 class RecordOp(_Op):
@@ -186,8 +183,7 @@ class RecordOp(_Op):
     key: Key
     value: Value
 
-    def as_tuple(self) -> tuple:
-        return ("record", tuple(self.key), self.value)
+    ARGS: ClassVar[tuple[str, ...]] = ('value',)
 
 
 class SetFieldOp(_Op):
@@ -199,8 +195,7 @@ class SetFieldOp(_Op):
     name: Annotated[StrictStr, Field(min_length=1, max_length=MAX_FIELD_NAME_CHARS)]
     value: Value
 
-    def as_tuple(self) -> tuple:
-        return ("set_field", tuple(self.key), self.name, self.value)
+    ARGS: ClassVar[tuple[str, ...]] = ('name', 'value')
 
 
 class AddLineOp(_Op):
@@ -211,8 +206,7 @@ class AddLineOp(_Op):
     key: Key
     line: Annotated[dict[StrictStr, Value], Field(description="the line item: plain JSON, integers for money")]
 
-    def as_tuple(self) -> tuple:
-        return ("add_line", tuple(self.key), dict(self.line))
+    ARGS: ClassVar[tuple[str, ...]] = ('line',)
 
 
 class RemoveLineOp(_Op):
@@ -223,8 +217,7 @@ class RemoveLineOp(_Op):
     key: Key
     index: Annotated[StrictInt, Field(ge=0)]
 
-    def as_tuple(self) -> tuple:
-        return ("remove_line", tuple(self.key), self.index)
+    ARGS: ClassVar[tuple[str, ...]] = ('index',)
 
 
 Op = Annotated[Union[AddOp, SetOp, IncrementOp, DecrementOp, TransferOp, RecordOp, SetFieldOp, AddLineOp,
