@@ -28,6 +28,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/crdt.py
 	$(BIN)/python bench/crypto.py
 	$(BIN)/python bench/sync.py
+	$(BIN)/python bench/node.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis results
