@@ -42,7 +42,6 @@ from ._config import EngineConfig
 from ._errors import ConnectionLost, HandshakeTimeout, MalformedData
 from ._escrow import EscrowKeys, rights_work
 from ._events import Alert, AlertKind, Close, CloseReason, Committed, Effects, Now, Status
-from ._entry import Entry
 from ._feeds import Feeds
 from ._identity import AUTHORITY_NUMBER, Revocation
 from ._intake import Batch, take_in
@@ -179,6 +178,7 @@ class Engine:
             self._settle(now)
         elif self._applier is not None and self._applier.escrow_dirty:
             self._settle(now)
+        self._maybe_snapshot()
 
     def commit(self, ops: Iterable[tuple] | Callable[[Any], None], now: Now | int) -> Committed:
         """Write a local transaction: stamp, seal, sign, append (buffered), apply.
@@ -208,13 +208,18 @@ class Engine:
             IntegrityError: an entry that does not verify (those before it are kept).
         """
         now = self._at(now)
-        batch = take_in(self._feeds, _in_feed_order(entries))
-        self._taken(batch, now)
+        new, offer = 0, tuple(entries)
+        while offer:  # a backup need not be in feed order: what came too early is offered again
+            batch = take_in(self._feeds, offer)
+            self._taken(batch, now)
+            new += len(batch.fresh())
+            if batch.fault is not None:
+                self._settle(now)
+                raise MalformedData(batch.fault)
+            offer = tuple(batch.deferred) if batch.fresh() else ()
         self._settle(now)
         self._push_all(now)
-        if batch.fault is not None:
-            raise MalformedData(batch.fault)
-        return len(batch.fresh())
+        return new
 
     def request_rights(self, key: tuple, amount: int, now: Now | int) -> Committed:
         """Ask the other members for ``amount`` rights on the bounded counter ``key``.
@@ -393,13 +398,14 @@ class Engine:
 
     def _maybe_snapshot(self) -> None:
         # A snapshot costs time in proportion to the whole state, so it is taken at most
-        # once per tenth of the entries held: its cost per applied entry stays constant
-        # however large the shop's history grows.
+        # once per half of the entries held (the total work stays within a few times the
+        # state, however large the history grows), and only from tick(): never in the middle
+        # of a burst of commits or of a catch-up.
         every = self._config.snapshot_every
         applier = self._applier
         if not every or applier is None:
             return
-        due = max(every, sum(applier.applied.values()) // 10)
+        due = max(every, sum(applier.applied.values()) // 2)
         if applier.passed - self._snapshot_at >= due:
             self._store.save_snapshot(take_snapshot(applier, self._clock))
             self._snapshot_at = applier.passed
@@ -421,7 +427,6 @@ class Engine:
                     self._alert(AlertKind.RIGHTS_REFUSED, self.number, f"could not write {ops!r}: {exc}")
                     break
             applier.run(now)
-        self._maybe_snapshot()
 
     def _write(self, ops: Iterable[tuple] | Callable[[Any], None], now: Now) -> Committed:
         applier = self._member()
@@ -555,16 +560,3 @@ class Engine:
         kind = "member" if self.is_member else "relay"
         return f"Engine(device={self.number}, {kind}, sessions={len(self._sessions)})"
 
-
-def _in_feed_order(entries: Iterable[bytes]) -> tuple[bytes, ...]:
-    """Entries sorted by (origin, seq), so a backup is taken whatever order it was kept in;
-    what does not decode keeps its place at the end, where intake refuses it."""
-    keyed, rest = [], []
-    for data in entries:
-        try:
-            entry = Entry.decode(data)
-        except TillmeshError:
-            rest.append(data)
-        else:
-            keyed.append(((entry.origin, entry.seq), data))
-    return tuple(data for _, data in sorted(keyed, key=lambda item: item[0])) + tuple(rest)

@@ -32,6 +32,7 @@ class Batch:
 
     taken: list[Ingested] = field(default_factory=list)  # in order, new or already held
     refused: int = 0  # entries deferred or refused as the origin's fault (forks aside)
+    deferred: list[bytes] = field(default_factory=list)  # the NotYet ones, to offer again
     alerts: list[Alert] = field(default_factory=list)
     evidence: list[tuple[bytes, bytes]] = field(default_factory=list)  # forks found
     forks: list[tuple[int, int]] = field(default_factory=list)  # (origin, seq) of each
@@ -53,6 +54,7 @@ def take_in(feeds: Feeds, batch: tuple[bytes, ...]) -> Batch:
             out.taken.append(feeds.ingest(data))
         except NotYet:
             out.refused += 1
+            out.deferred.append(data)
         except ForkDetected as exc:
             out.evidence.append(exc.evidence)
             out.forks.append((exc.origin, exc.seq))

@@ -27,7 +27,7 @@ def busy_shop(seed: int = 50, entries: int = 35):
         if i % 11 == 0:
             ops.append(("add_line", ORDER, {"sku": f"x{i}", "qty": 1}))
         who.commit(ops, T0 + i)
-        net.run(T0 + i)
+        net.tick(T0 + i)  # snapshots are taken from tick(), never mid-burst
     return shop, net
 
 
@@ -47,9 +47,10 @@ def test_a_restart_loads_the_snapshot_and_replays_only_what_came_after():
     before = net.engines["a"].status()
     assert store_of(net.engines["a"]).load_snapshot() is not None
     restarted = shop.engine("a", now=T0 + 1_000)
-    # 35 entries of its own feed and b's, plus the authority's: the last snapshot came at a
-    # multiple of 10 applied entries, so at most 9 were replayed after it.
-    assert restarted._applier.passed < 10
+    # 35 entries of its own feed and b's, plus the authority's: the last snapshot came no
+    # more than half the entries held before the end, so far fewer were replayed than held.
+    held = sum(restarted.status().vector.values())
+    assert 0 < restarted._applier.passed <= held // 2
     assert restarted.status().digest == before.digest == full_replay(shop, "a")
     assert restarted.status().applied == before.applied
     assert restarted.value(ALICE) == 50 == net.engines["a"].value(ALICE)
