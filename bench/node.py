@@ -456,8 +456,8 @@ async def lan(chain: Chain, samples: int, processes: list[Process], raw_path: Pa
 
 def fill(data: Path, entries: int, batch: int = 1000) -> dict:
     """Write ``entries`` sales with the engine of a node that is not running (the node's own
-    store and engine settings), driven as the runtime drives it: commits, ``poll``, a flush
-    every ``batch`` commits, ``flushed``; then close."""
+    store and engine settings), driven as the runtime drives it: commits, a ``tick`` (where
+    snapshots are taken), ``poll``, a flush every ``batch`` commits, ``flushed``; then close."""
 
     async def write() -> dict:
         data_dir = DataDir.open(data)
@@ -472,6 +472,9 @@ def fill(data: Path, entries: int, batch: int = 1000) -> dict:
                     engine.commit(sale(f"r{i:07d}", i), _now())
                     slowest = max(slowest, time.perf_counter() - began)
                     if i % batch == batch - 1 or i == entries - 1:
+                        began = time.perf_counter()
+                        engine.tick(_now())
+                        slowest = max(slowest, time.perf_counter() - began)
                         if engine.poll().flush:
                             store.flush()
                             engine.flushed(_now())
