@@ -114,7 +114,7 @@ def test_a_bad_port_is_refused():
             Discovery(port, NET, lambda address: None)
 
 
-# -- the runtime hook (in process, discovery itself stubbed) ------------------------------------
+# -- the runtime hook (in process, discovery itself replaced by a fake) ------------------------------------
 
 
 def make_data_dir(root: Path, name: str = "t1", *, discovery_on: bool = False, peers: tuple[str, ...] = ()):
@@ -246,6 +246,8 @@ def _namespace_unavailable() -> str | None:
 def test_two_nodes_without_peers_find_each_other_over_dns_sd_and_converge(tmp_path):
     reason = _namespace_unavailable()
     if reason is not None:
+        # Justified skip: multicast may only be sent inside a namespace the test made itself;
+        # where the kernel refuses one, there is nowhere safe to run this, and it says why.
         pytest.skip(f"needs a private network namespace (user+net via unshare) to run mDNS in: {reason}")
     command = [*NAMESPACE, "sh", "-c", f'{SETUP_LO} && exec "$0" -m tests.node.test_discovery --driver "$1"',
                sys.executable, str(tmp_path)]
