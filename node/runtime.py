@@ -28,6 +28,7 @@ Shutdown (SIGINT/SIGTERM, or ``Node.stop()``): stop accepting, close every sessi
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -60,6 +61,8 @@ INBOX_SIZE = 1024
 # was sized for.
 READ_BYTES = 65536
 CONNECT_TIMEOUT_S = 5.0
+# Alerts kept for `tillmesh status` and GET /status (the log has them all).
+RECENT_ALERTS = 50
 
 
 def _now() -> Now:
@@ -127,6 +130,7 @@ class Node:
         self._listen_scope = trio.CancelScope()
         self._device_at: dict[str, int] = {}  # dialled address -> device number found there
         self.ports: dict[str, int] = {}
+        self.recent_alerts: collections.deque = collections.deque(maxlen=RECENT_ALERTS)
         self.counters = {"commits": 0, "flushes": 0, "flush_failures": 0, "bytes_in": 0, "bytes_out": 0,
                          "alerts": 0}
 
@@ -165,6 +169,7 @@ class Node:
                       for p in status.peers],
             "storage": {"path": str(getattr(self.store, "path", "")), "dirty": self.store.dirty},
             "counters": dict(self.counters),
+            "alerts": list(self.recent_alerts),
         }
 
     def metrics(self) -> bytes:
@@ -305,6 +310,9 @@ class Node:
                     self._close_conn(close.peer)
             for alert in effects.alerts:
                 self.counters["alerts"] += 1
+                self.recent_alerts.append({"kind": alert.kind.value, "device": alert.origin, "detail": alert.detail,
+                                           "entry": list(alert.entry) if alert.entry else None,
+                                           "at_ms": int(time.time() * 1000)})
                 log.warning("alert %s (device %s): %s", alert.kind.value, alert.origin, alert.detail)
             self._note_authenticated()
             for committed in effects.committed:

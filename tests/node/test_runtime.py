@@ -109,6 +109,7 @@ async def test_a_restarted_node_is_where_it_was_and_a_failed_flush_keeps_nothing
             assert node.value(("stock", "central", "tea")) == 30
             assert node.status()["vector"] == before["vector"]
             assert node.counters["flush_failures"] == 1
+            assert [a["kind"] for a in node.status()["alerts"]] == ["storage_failed"]  # and says so
             node.stop()
     again = DataDir.open(data_dir.path)
     with again.lock():
