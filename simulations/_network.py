@@ -1,0 +1,248 @@
+"""The network model: links with latency, bandwidth and loss; connections that behave as TCP.
+
+A *link* is a pair of devices that may connect (a LAN inside a branch, a WAN path to an
+anchor) with its ``LinkSpec``. A *connection* is one TCP stream over a link, opened by a
+dialer; each side is an ``End``, the peer handle its engine sees.
+
+- Within a connection bytes arrive in order (FIFO per direction) after the sender's link
+  has had time to put them on the wire (bandwidth) and a sampled latency; across
+  connections they reorder freely.
+- A lost message breaks its connection, as TCP would give up: both ends see it end.
+- A partition (``cut``) holds what is sent across it, as TCP retransmits: if the link heals
+  before an engine gives up on the session (its ping timeout), the held bytes arrive in
+  order; dialling across a cut fails after the connect timeout.
+- A device that crashes takes its connections down; its peers see them end (the kernel's
+  reset) one latency later.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Callable
+
+from ._loop import US_PER_MS, Loop
+from ._trace import Trace
+
+__all__ = ["LinkSpec", "End", "Connection", "Network"]
+
+
+@dataclass(frozen=True, slots=True)
+class LinkSpec:
+    """What one kind of link is like.
+
+    ``latency_ms`` is the one-way base latency, ``jitter_ms`` the mean of an exponential
+    tail added to it per message (0: none), ``bandwidth_kbps`` kilobits per second per
+    direction (0: unlimited), ``loss`` the chance that a message is lost (and its
+    connection broken).
+    """
+
+    kind: str  # "lan" or "wan"
+    latency_ms: float
+    jitter_ms: float = 0.0
+    bandwidth_kbps: int = 0
+    loss: float = 0.0
+    connect_timeout_ms: int = 3_000
+
+
+class End:
+    """One side of a connection: the peer handle an engine is given."""
+
+    __slots__ = ("conn", "name", "peer", "side", "_hash")
+
+    def __init__(self, conn: "Connection", name: str, peer: str, side: int) -> None:
+        self.conn, self.name, self.peer, self.side = conn, name, peer, side
+        self._hash = conn.id * 2 + side  # not id(): dict and set order must not depend on memory
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __repr__(self) -> str:
+        return f"{self.name}->{self.peer}#{self.conn.id}"
+
+
+class Connection:
+    """One TCP stream between two devices."""
+
+    __slots__ = ("id", "pair", "spec", "ends", "state", "next_free", "last_arrival", "held", "bytes", "opened_us", "ended")
+
+    def __init__(self, conn_id: int, a: str, b: str, spec: LinkSpec, now_us: int) -> None:
+        self.id, self.pair, self.spec = conn_id, frozenset((a, b)), spec
+        self.ends = (End(self, a, b, 0), End(self, b, a, 1))
+        self.state = "open"  # open, closed (one side closed it), broken
+        self.next_free = [0, 0]  # per direction: when the sender's link is free again (µs)
+        self.last_arrival = [0, 0]  # per direction: FIFO
+        self.held: list[list] = [[], []]  # per direction: bytes waiting behind a cut (None: the FIN)
+        self.bytes = [0, 0]
+        self.opened_us = now_us
+        self.ended = [False, False]  # per side: its owner has heard the stream end
+
+
+class Network:
+    """Links, the connections over them, and the partitions in force.
+
+    The owner passes the callbacks through which devices hear of their connections:
+    ``on_connected(end, initiator)``, ``on_data(end, data)``, ``on_closed(end)``, and
+    ``is_up(name)``.
+    """
+
+    def __init__(self, loop: Loop, rng: random.Random, trace: Trace, *,
+                 on_connected: Callable[[End, bool], None], on_data: Callable[[End, bytes], None],
+                 on_closed: Callable[[End], None], is_up: Callable[[str], bool]) -> None:
+        self.loop, self.rng, self.trace = loop, rng, trace
+        self.on_connected, self.on_data, self.on_closed, self.is_up = on_connected, on_data, on_closed, is_up
+        self.links: dict[frozenset, LinkSpec] = {}
+        self.cuts: set[frozenset] = set()
+        self.conns: dict[int, Connection] = {}
+        self._next_id = 0
+        # A test may alter bytes in flight: tap(connection, direction, data) -> data.
+        self.tap: Callable[[Connection, int, bytes], bytes] | None = None
+        self.sent_messages = 0
+        self.kind_bytes: dict[str, int] = {}  # link kind -> bytes put on the wire
+
+    # -- topology -----------------------------------------------------------------------------
+
+    def link(self, a: str, b: str, spec: LinkSpec) -> None:
+        self.links[frozenset((a, b))] = spec
+
+    def spec(self, a: str, b: str) -> LinkSpec | None:
+        return self.links.get(frozenset((a, b)))
+
+    def cut(self, a: str, b: str) -> None:
+        """Partition the link: what is sent is held, new connections fail."""
+        pair = frozenset((a, b))
+        if pair in self.links and pair not in self.cuts:
+            self.cuts.add(pair)
+            self.trace.event(self.loop.now, "cut", tuple(sorted(pair)))
+
+    def heal(self, a: str, b: str) -> None:
+        """End the partition: held bytes go on, in order."""
+        pair = frozenset((a, b))
+        if pair not in self.cuts:
+            return
+        self.cuts.discard(pair)
+        self.trace.event(self.loop.now, "heal", tuple(sorted(pair)))
+        for conn in list(self.conns.values()):
+            if conn.pair == pair and conn.state != "broken":
+                for direction in (0, 1):
+                    held, conn.held[direction] = conn.held[direction], []
+                    for data in held:
+                        self._schedule(conn, direction, data, 0)
+
+    def is_cut(self, a: str, b: str) -> bool:
+        return frozenset((a, b)) in self.cuts
+
+    # -- connections --------------------------------------------------------------------------
+
+    def latency_us(self, spec: LinkSpec) -> int:
+        latency = spec.latency_ms
+        if spec.jitter_ms > 0:
+            latency += self.rng.expovariate(1.0 / spec.jitter_ms)
+        return int(latency * US_PER_MS)
+
+    def dial(self, a: str, b: str, on_fail: Callable[[], None]) -> None:
+        """``a`` opens a connection to ``b``: both hear ``on_connected`` one round trip
+        later, or ``on_fail`` runs (a cut: after the connect timeout; ``b`` down: a reset)."""
+        spec = self.links.get(frozenset((a, b)))
+        if spec is None:
+            raise ValueError(f"no link between {a} and {b}")
+        rtt = self.latency_us(spec) + self.latency_us(spec)
+        if frozenset((a, b)) in self.cuts:
+            self.loop.after(spec.connect_timeout_ms * US_PER_MS, on_fail)
+        elif not self.is_up(b):
+            self.loop.after(rtt, on_fail)
+        else:
+            self.loop.after(rtt, self._open, a, b, spec, on_fail)
+
+    def _open(self, a: str, b: str, spec: LinkSpec, on_fail: Callable[[], None]) -> None:
+        if not (self.is_up(a) and self.is_up(b)) or frozenset((a, b)) in self.cuts:
+            on_fail()
+            return
+        self._next_id += 1
+        conn = Connection(self._next_id, a, b, spec, self.loop.now)
+        self.conns[conn.id] = conn
+        self.trace.event(self.loop.now, "open", conn.id, a, b)
+        self.on_connected(conn.ends[0], True)
+        if conn.state == "open":
+            self.on_connected(conn.ends[1], False)
+
+    def send(self, end: End, data: bytes) -> None:
+        conn = end.conn
+        if conn.state != "open":
+            return  # the stream is gone; its end is reported to both sides
+        direction = end.side
+        conn.bytes[direction] += len(data)
+        kind = conn.spec.kind
+        self.kind_bytes[kind] = self.kind_bytes.get(kind, 0) + len(data)
+        self.sent_messages += 1
+        self.trace.event(self.loop.now, "send", conn.id, direction, data=data)
+        spec = conn.spec
+        if spec.loss > 0 and self.rng.random() < spec.loss:
+            self.trace.event(self.loop.now, "lost", conn.id, direction)
+            self.abort(conn)
+            return
+        tx_us = len(data) * 8_000 // spec.bandwidth_kbps if spec.bandwidth_kbps else 0
+        start = max(self.loop.now, conn.next_free[direction])
+        conn.next_free[direction] = start + tx_us
+        self._schedule(conn, direction, data, start + tx_us - self.loop.now)
+
+    def _schedule(self, conn: Connection, direction: int, data: bytes | None, wire_us: int) -> None:
+        arrival = max(self.loop.now + wire_us + self.latency_us(conn.spec), conn.last_arrival[direction])
+        conn.last_arrival[direction] = arrival
+        self.loop.at(arrival, self._arrive, conn, direction, data)
+
+    def _arrive(self, conn: Connection, direction: int, data: bytes | None) -> None:
+        if conn.state == "broken":
+            return
+        if conn.pair in self.cuts:
+            conn.held[direction].append(data)
+            return
+        receiver = conn.ends[1 - direction]
+        if data is None:  # the FIN: the other side closed
+            self._end(receiver)
+            return
+        if self.tap is not None:
+            data = self.tap(conn, direction, data)
+        self.trace.event(self.loop.now, "deliver", conn.id, direction)
+        self.on_data(receiver, data)
+
+    def close(self, end: End) -> None:
+        """``end``'s owner closes the stream: it ends here now, and on the other side once
+        the bytes already sent (and the FIN) have arrived."""
+        conn = end.conn
+        if conn.state == "open":
+            conn.state = "closed"
+            self.trace.event(self.loop.now, "close", conn.id, end.side)
+            self._schedule(conn, end.side, None, 0)
+        # The closer hears its own end from the loop, not from inside its own poll.
+        self.loop.after(0, self._end, end)
+
+    def abort(self, conn: Connection, *, silent: str | None = None) -> None:
+        """Break a connection at once: each side hears it end one latency later (the
+        reset), except ``silent``, a device that went down with it."""
+        if conn.state == "broken":
+            return
+        conn.state = "broken"
+        self.trace.event(self.loop.now, "break", conn.id)
+        for end in conn.ends:
+            if end.name != silent:
+                self.loop.after(self.latency_us(conn.spec), self._end, end)
+
+    def drop_device(self, name: str) -> None:
+        """``name`` went down: every connection of it breaks."""
+        for conn in list(self.conns.values()):
+            if name in conn.pair and conn.state != "broken":
+                self.abort(conn, silent=name)
+
+    def _end(self, end: End) -> None:
+        conn = end.conn
+        ended = conn.ended
+        if ended[end.side]:
+            return
+        ended[end.side] = True
+        if all(ended):
+            self.conns.pop(conn.id, None)
+        self.on_closed(end)
