@@ -136,6 +136,10 @@ def _parser() -> _Parser:
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 
     commands.add_parser("demo", help="three tills selling apart, then converging")
+
+    from simulations._cli import add_commands as add_sim_commands
+
+    add_sim_commands(commands, _Parser)
     return parser
 
 
@@ -416,6 +420,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "sim":
+        from simulations._cli import run_command
+
+        return run_command(args)
     raise UsageError(f"unknown command {args.command!r}")  # pragma: no cover - argparse refuses it first
 
 

@@ -105,6 +105,7 @@ class Scenario:
     values: dict[str, dict[str, Any]]
     lists: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     experiment: bool = False  # the file has an [experiment] section: a protocol comparison
+    overrides: tuple[str, ...] = ()  # the --set overrides applied, for the replay command
 
     def section(self, name: str) -> dict[str, Any]:
         return self.values[name]
@@ -212,7 +213,9 @@ def loads(text: str, source: str = "<scenario>", overrides: list[str] | tuple[st
         raise ScenarioError(f"{source}: not valid TOML: {exc}") from None
     for text_override in overrides:
         _apply_override(raw, *parse_override(text_override))
-    return _build(raw, source)
+    scenario = _build(raw, source)
+    scenario.overrides = tuple(overrides)
+    return scenario
 
 
 def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:

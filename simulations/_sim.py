@@ -44,7 +44,8 @@ def derive_seed(seed: int, concern: str) -> int:
 
 
 def replay_command(scenario: Scenario) -> str:
-    return f"tillmesh sim run {scenario.source} --seed {scenario.seed}"
+    sets = "".join(f" --set {override}" for override in scenario.overrides)
+    return f"tillmesh sim run {scenario.source} --seed {scenario.seed}{sets}"
 
 
 @dataclass
