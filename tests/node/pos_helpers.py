@@ -98,13 +98,7 @@ async def running_shop(root: Path, devices: list[tuple[str, str, tuple[str, ...]
 
     ``pos`` is the ``[pos]`` section's body for every node's ``node.toml``.
     """
-    dirs: dict[str, Path] = {}
-    with AuthorityDir.create(root / "admin") as admin:
-        for name, branch, roles in devices:
-            token, seed = parse_join_bundle(admin.add_device(name, branch=branch, roles=roles,
-                                                             now=int(time.time() * 1000) - 60_000))
-            dirs[name] = root / name
-            DataDir.create(dirs[name], token=token, device_seed=seed, config_text="")
+    dirs = make_chain(root, devices)
     shop = Shop()
     async with trio.open_nursery() as nursery:
         hub_port = None
@@ -146,3 +140,15 @@ async def running_shop(root: Path, devices: list[tuple[str, str, tuple[str, ...]
             nursery.cancel_scope.cancel()
     for lock in opened:
         lock.__exit__(None, None, None)
+
+
+def make_chain(root: Path, devices: list[tuple[str, str, tuple[str, ...]]], config_text: str = "") -> dict[str, Path]:
+    """An authority under ``root/admin`` and one data directory per device; returns their paths."""
+    dirs: dict[str, Path] = {}
+    with AuthorityDir.create(root / "admin") as admin:
+        for name, branch, roles in devices:
+            token, seed = parse_join_bundle(admin.add_device(name, branch=branch, roles=roles,
+                                                             now=int(time.time() * 1000) - 60_000))
+            dirs[name] = root / name
+            DataDir.create(dirs[name], token=token, device_seed=seed, config_text=config_text)
+    return dirs
