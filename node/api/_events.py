@@ -60,6 +60,7 @@ async def _stream(handle: Any, since: tuple[str, int] | None, kinds: frozenset[s
     epoch = handle.event_epoch
     yield b"retry: 2000\n: tillmesh events\n\n"
     latest = handle.event_count
+    sent = 0
     if since is None:
         cursor = latest
     else:
@@ -70,10 +71,11 @@ async def _stream(handle: Any, since: tuple[str, int] | None, kinds: frozenset[s
                       "that id is older than the changes this node keeps" if number < oldest - 1 else
                       "that id is newer than any change of this node")
             yield _frame(f"{epoch}-{latest}", "reset", {"reason": reason, "resume_from": f"{epoch}-{latest}"})
-            cursor = latest
+            cursor, sent = latest, 1
+            if max_events is not None and sent >= max_events:
+                return
         else:
             cursor = number
-    sent = 0
     while True:
         events = handle.events_after(cursor)
         if events and events[0][0] > cursor + 1:  # fell behind the ring while this client was slow
