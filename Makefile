@@ -29,6 +29,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/crypto.py
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/node.py
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis results

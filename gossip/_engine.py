@@ -333,6 +333,14 @@ class Engine:
             raise InvalidInput(f"{key!r} is not a bounded counter: it has no rights")
         return self._member().replica.state(key).rights(self.number if device is None else device)
 
+    def keys(self, kind: str) -> list[tuple]:
+        """The keys of ``kind`` that hold state on this member, in canonical order.
+
+        Raises:
+            InvalidInput: a relay (it holds no replica).
+        """
+        return list(self._member().replica.keys(kind))
+
     def ack_level(self, seq: int):
         """Where this device's entry ``seq`` is known to be held.
 

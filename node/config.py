@@ -19,7 +19,7 @@ from typing import Any
 from crdt_types import InvalidInput
 
 __all__ = [
-    "ConfigError", "NodeConfig", "SyncSection", "StorageSection", "load_config", "parse_config", "render_config",
+    "ConfigError", "NodeConfig", "SyncSection", "StorageSection", "PosSection", "load_config", "parse_config", "render_config",
     "parse_address", "MAX_CONFIG_BYTES", "MAX_PEERS_LISTED",
 ]
 
@@ -103,6 +103,26 @@ class StorageSection:
             raise ConfigError(f"storage.snapshot_every: expected an integer 1..10000000, got {self.snapshot_every!r}")
 
 
+@dataclass(frozen=True)
+class PosSection:
+    """``[pos]``: the shop's rules on this device.
+
+    ``rights_wait_ms``: how long a member charge beyond this device's escrow rights waits for
+    another device to transfer rights before it is refused (409 ``insufficient_rights``,
+    nothing written). ``approval_above``: a sale whose total (minor units) is above this needs
+    a manager's approval; 0 means no sale needs one.
+    """
+
+    rights_wait_ms: int = 3_000
+    approval_above: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name, low, top in (("rights_wait_ms", 0, 60_000), ("approval_above", 0, 2**53 - 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= top:
+                raise ConfigError(f"pos.{name}: expected an integer {low}..{top}, got {value!r}")
+
+
 # Where each setting lives in node.toml: (section, key) -> NodeConfig field. The file groups
 # settings for people; code reads one flat object (``config.relay``, ``config.peers``), with
 # the timers kept together in ``config.sync``.
@@ -115,8 +135,8 @@ _FLAT = {
     ("api", "enabled"): "api_enabled",
     ("discovery", "enabled"): "discovery_enabled",
 }
-_NESTED = {"sync": SyncSection, "storage": StorageSection}
-_SECTIONS = ("node", "peers", "api", "discovery", "sync", "storage")
+_NESTED = {"sync": SyncSection, "storage": StorageSection, "pos": PosSection}
+_SECTIONS = ("node", "peers", "api", "discovery", "sync", "storage", "pos")
 
 
 @dataclass(frozen=True)
@@ -133,6 +153,7 @@ class NodeConfig:
         discovery_enabled: ``[discovery] enabled``: find peers of this network on the LAN by DNS-SD.
         sync: ``[sync]``, timers and connection limits.
         storage: ``[storage]``.
+        pos: ``[pos]``, the shop's rules (rights wait, approval threshold).
     Raises:
         ConfigError: on construction, a value of the wrong type or range.
     """
@@ -146,6 +167,7 @@ class NodeConfig:
     discovery_enabled: bool = False
     sync: SyncSection = field(default_factory=SyncSection)
     storage: StorageSection = field(default_factory=StorageSection)
+    pos: PosSection = field(default_factory=PosSection)
 
     def __post_init__(self) -> None:
         for (section, key), name in _FLAT.items():

@@ -29,11 +29,13 @@ Shutdown (SIGINT/SIGTERM, or ``Node.stop()``): stop accepting, close every sessi
 from __future__ import annotations
 
 import collections
+import itertools
 import json
 import logging
 import math
 import os
 import random
+import secrets
 import signal
 import time
 from dataclasses import dataclass, field
@@ -45,7 +47,7 @@ import trio
 from crdt_types import StorageError, TillmeshError
 from gossip import CloseReason, Committed, Engine, EngineConfig, Now
 
-from .pos import POS_ESCROW, POS_POLICY, POS_SCHEMA
+from .pos import POS_ESCROW, POS_POLICY, POS_SCHEMA, Shop
 
 __all__ = ["Node", "run_node", "MAX_CONNECTION_BUFFER"]
 
@@ -63,6 +65,13 @@ READ_BYTES = 65536
 CONNECT_TIMEOUT_S = 5.0
 # Alerts kept for `tillmesh status` and GET /status (the log has them all).
 RECENT_ALERTS = 50
+# Applied changes kept for GET /events to resume from (a client further behind is told to
+# reset: read the state again, then follow from there).
+EVENTS_RING = 4096
+# Alerts waiting to become incidents; past this they stay in the log and recent_alerts only.
+INCIDENT_QUEUE = 256
+# Record kinds whose entry (origin, seq) the node remembers, for a sale's ack level.
+_INDEXED_KINDS = frozenset({"sale", "refund"})
 
 
 def _now() -> Now:
@@ -133,6 +142,16 @@ class Node:
         self.recent_alerts: collections.deque = collections.deque(maxlen=RECENT_ALERTS)
         self.counters = {"commits": 0, "flushes": 0, "flush_failures": 0, "bytes_in": 0, "bytes_out": 0,
                          "alerts": 0}
+        # -- the POS domain's view of the node (node/pos, GET /events) ---------------------------
+        self.counters["incidents_dropped"] = 0
+        self.events: collections.deque = collections.deque(maxlen=EVENTS_RING)  # (id, origin, seq, key)
+        self.event_epoch = secrets.token_hex(4)  # event ids of another run of this node mean "reset"
+        self.event_count = 0
+        self._changed = trio.Event()
+        self._entries: dict[tuple, tuple[int, int]] = {}
+        self._incidents_send, self._incidents_recv = trio.open_memory_channel(INCIDENT_QUEUE)
+        self.pos = (Shop(self, rights_wait_ms=self.config.pos.rights_wait_ms,
+                         approval_above=self.config.pos.approval_above) if self.engine.is_member else None)
 
     # -- the API's handle ---------------------------------------------------------------------
 
@@ -161,7 +180,7 @@ class Node:
             "device": status.device, "name": self.certificate.name, "branch": self.certificate.branch,
             "relay": not status.is_member, "vector": status.vector, "applied": status.applied,
             "durable_seq": status.durable_seq, "digest": status.digest.hex() if status.digest else None,
-            "acks": status.acks.as_dict(), "pending": status.pending, "quarantined": list(status.quarantined),
+            "acks": status.acks.as_dict(), "unheld": status.acks.local, "pending": status.pending, "quarantined": list(status.quarantined),
             "revoked": status.revoked, "ports": self.ports,
             "peers": [{"device": p.device, "state": p.state, "relay": p.is_relay, "initiator": p.initiator,
                        "address": p.handle.address, "bytes_sent": p.bytes_sent,
@@ -198,12 +217,118 @@ class Node:
         """Begin a graceful shutdown."""
         self._stopping.set()
 
+    # -- what the POS domain needs of the node (node/pos/_common.PosNode) -------------------
+
+    @property
+    def device(self) -> int:
+        return self.certificate.number
+
+    @property
+    def branch(self) -> str:
+        return self.certificate.branch
+
+    @property
+    def device_name(self) -> str:
+        return self.certificate.name
+
+    def keys(self, kind: str) -> list[tuple]:
+        return self.engine.keys(kind)
+
+    def rights(self, key: tuple) -> int:
+        return self.engine.rights(key)
+
+    def may_write(self, key: tuple) -> bool:
+        """Whether this device's certificate allows writing ``key`` (POS policy)."""
+        return POS_POLICY.allows(self.certificate, key)
+
+    def links_live(self) -> int:
+        """Connections to peers that are past their handshake (0: this device is offline)."""
+        return sum(1 for conn in self._conns if conn not in self._pending)
+
+    async def request_rights(self, key: tuple, amount: int) -> None:
+        """Ask the other devices for ``amount`` rights on the balance ``key`` (a rights request
+        register; whoever holds most answers with a transfer); returns once it is durable."""
+        await self.commit([("set", POS_ESCROW.request_key(key, self.device), amount)])
+
+    async def wait_for(self, predicate: Any, seconds: float) -> bool:
+        """Wait until ``predicate()`` holds, re-checked after every batch of applied changes;
+        False when it still does not after ``seconds``."""
+        with trio.move_on_after(seconds):
+            while not predicate():
+                await self._changed.wait()
+            return True
+        return bool(predicate())
+
+    def entry_of(self, key: tuple) -> tuple[int, int] | None:
+        """(origin, seq) of the entry that first wrote a sale or refund record seen by this run."""
+        return self._entries.get(key)
+
+    def ack_of(self, key: tuple) -> str | None:
+        """Where the entry holding ``key`` is known to be held: ``local``, ``lan`` or ``anchor``.
+
+        Another device's entry is here and at its origin: at least ``lan``. For an own entry
+        this run has not seen written (after a restart from a snapshot), the weakest level of
+        any own entry is the safe answer.
+        """
+        entry = self._entries.get(key)
+        if entry is not None:
+            origin, seq = entry
+            return self.engine.ack_level(seq).value if origin == self.device else "lan"
+        acks = self.engine.status().acks
+        for level in ("local", "lan", "anchor"):
+            if getattr(acks, level):
+                return level
+        return None
+
+    def events_after(self, event_id: int) -> list[tuple]:
+        """Applied changes with an id above ``event_id``, oldest first (from the ring)."""
+        if not self.events or event_id >= self.events[-1][0]:
+            return []
+        first = self.events[0][0]
+        start = max(0, event_id + 1 - first)
+        return list(itertools.islice(self.events, start, None))
+
+    async def wait_events(self, event_id: int, seconds: float) -> None:
+        """Return once there is an event above ``event_id``, or after ``seconds``."""
+        with trio.move_on_after(seconds):
+            while self.event_count <= event_id:
+                await self._changed.wait()
+
+    def _observe(self, effects: Any) -> None:
+        """Applied changes go to the event ring (and wake whoever waits on them); alerts go to
+        the incident reporter."""
+        if effects.applied:
+            for change in effects.applied:
+                for key in change.keys:
+                    self.event_count += 1
+                    self.events.append((self.event_count, change.origin, change.seq, key))
+                    if key[0] in _INDEXED_KINDS:
+                        self._entries.setdefault(key, (change.origin, change.seq))
+            self._changed.set()
+            self._changed = trio.Event()
+        if self.pos is not None:
+            for alert in effects.alerts:
+                try:
+                    self._incidents_send.send_nowait(alert)
+                except trio.WouldBlock:
+                    self.counters["incidents_dropped"] += 1
+
+    async def _report_incidents(self) -> None:
+        """Engine alerts become incidents in the replicated ledger (node/pos/_incidents.py)."""
+        async for alert in self._incidents_recv:
+            try:
+                await self.pos.report_alert(alert)
+            except TillmeshError as exc:
+                log.warning("alert %s not recorded as an incident: %s", alert.kind.value, exc)
+
     # -- running ------------------------------------------------------------------------------
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Run until ``stop()``; reports the bound ports through ``task_status``."""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._engine_loop)
+            if self.pos is not None:
+                nursery.start_soon(self._report_incidents)
             host, port = self.config.address
             listeners = await nursery.start(self._listen, host, port)
             self.ports["peer"] = listeners[0].socket.getsockname()[1]
@@ -294,6 +419,7 @@ class Node:
         engine = self.engine
         while True:
             effects = engine.poll()
+            self._observe(effects)
             for conn, data in effects.sends.items():
                 if conn in self._conns:
                     conn.queued += len(data)

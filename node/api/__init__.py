@@ -56,6 +56,10 @@ from ._models import (
 
 __all__ = ["NodeHandle", "build_app", "serve_api", "MAX_BODY_BYTES", "METRICS_CONTENT_TYPE", "MIN_TOKEN_CHARS"]
 
+# Discriminator values pydantic puts into an error's location, which are no field a client wrote.
+PAYMENT_METHODS = ("cash", "card", "member")
+_TAGS = frozenset(VERBS) | frozenset(PAYMENT_METHODS)
+
 MAX_BODY_BYTES = 64 * 1024
 # An authority bundle carries the authority feed, which may be larger than a transaction.
 MAX_AUTHORITY_BODY_BYTES = MAX_TOKEN_BYTES * 4 // 3 + 4096
@@ -91,11 +95,11 @@ def _field_of(loc: tuple | list) -> str:
     """``("body", "ops", 0, "add", "amount")`` -> ``"ops.0.amount"``: the discriminated union
     puts the verb into the location, which is not a field the client wrote."""
     parts = list(loc)
-    if parts and parts[0] == "body":
+    if parts and parts[0] in ("body", "path", "query", "header"):
         parts = parts[1:]
     out: list[str] = []
     for i, part in enumerate(parts):
-        if isinstance(part, str) and part in VERBS and i > 0 and isinstance(parts[i - 1], int):
+        if isinstance(part, str) and part in _TAGS and i > 0 and isinstance(parts[i - 1], int):
             continue
         out.append(str(part))
     return ".".join(out) or "body"
@@ -106,6 +110,9 @@ def _message_of(error: dict[str, Any]) -> tuple[str | None, str]:
     message = str(error.get("msg", "invalid"))
     if message.startswith("Value error, "):
         message = message[len("Value error, "):]
+    if kind in ("union_tag_invalid", "union_tag_not_found") and "method" in str((error.get("ctx") or {}).get(
+            "discriminator", "")):
+        return "method", f"a payment needs a \"method\", one of {list(PAYMENT_METHODS)}"
     if kind == "union_tag_invalid":
         tag = (error.get("ctx") or {}).get("tag")
         return "op", f"unknown op verb {tag!r}; expected one of {list(VERBS)}"
@@ -285,6 +292,12 @@ def build_app(handle: Any) -> Guard:
             return _error(501, "not_supported", "this node does not import authority bundles over the API")
         result = await _call(lambda: importer(entries), field="bundle")
         return result if isinstance(result, Response) else _json({"imported": result})
+
+    # The POS domain (node/pos), one module per concern; they use the helpers above.
+    from . import _approvals, _events, _incidents, _members, _orders, _sales, _stock
+
+    for module in (_sales, _stock, _members, _orders, _approvals, _incidents, _events):
+        module.add_routes(app, handle)
 
     return Guard(app, token, MAX_BODY_BYTES, {"/authority": MAX_AUTHORITY_BODY_BYTES})
 

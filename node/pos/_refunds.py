@@ -1,0 +1,78 @@
+"""Refunds of known sales: at most what was sold, counted across every refund of the sale.
+
+A refund is a record at ``("refund", refund_id)`` (the idempotency key, as a sale id is),
+written with the stock it puts back into this device's branch and, when refunded to a
+member, the credit to the balance, in one entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._common import PosNode, balance_key, day_of, fingerprint, now_ms, stock_key
+from ._errors import InvalidRequest, NotFound, Refused
+from ._requests import RefundRequest, parse
+
+__all__ = ["refund", "refunded_of"]
+
+
+def refunded_of(node: PosNode, sale_id: str) -> dict[str, int]:
+    """sku -> pieces refunded so far of ``sale_id``, over every refund on this node."""
+    out: dict[str, int] = {}
+    for key in node.keys("refund"):
+        record = node.value(key)
+        if isinstance(record, dict) and record.get("sale_id") == sale_id:
+            for line in record.get("lines", ()):
+                out[line["sku"]] = out.get(line["sku"], 0) + line["quantity"]
+    return out
+
+
+async def refund(node: PosNode, body: Any) -> dict[str, Any]:
+    """Refund lines of a sale. The caller serializes refunds of one sale."""
+    request = parse(RefundRequest, body)
+    print_ = fingerprint(request)
+    key = ("refund", request.refund_id)
+    existing = node.value(key)
+    if existing is not None:
+        if isinstance(existing, dict) and existing.get("fingerprint") == print_:
+            return {**existing, "replayed": True, "ack": node.ack_of(key) or "local"}
+        raise Refused(f"refund id {request.refund_id} already holds another refund", code="refund_conflict",
+                      field="refund_id")
+    if request.method == "member" and request.member is None:
+        raise InvalidRequest.of("member", "a refund to a member balance names the member")
+    if request.method != "member" and request.member is not None:
+        raise InvalidRequest.of("member", "only a refund with method member names a member")
+    sale = node.value(("sale", request.sale_id))
+    if not isinstance(sale, dict):
+        raise NotFound(f"no sale {request.sale_id!r} on this node", code="unknown_sale", field="sale_id")
+    sold: dict[str, int] = {}
+    price: dict[str, int] = {}
+    for line in sale["lines"]:
+        sold[line["sku"]] = sold.get(line["sku"], 0) + line["quantity"]
+        price[line["sku"]] = min(price.get(line["sku"], line["unit_price"]), line["unit_price"])
+    already = refunded_of(node, request.sale_id)
+    asked: dict[str, int] = {}
+    lines = []
+    for i, line in enumerate(request.lines):
+        if line.sku not in sold:
+            raise InvalidRequest.of(f"lines.{i}.sku", f"{line.sku!r} is not in sale {request.sale_id}")
+        asked[line.sku] = asked.get(line.sku, 0) + line.quantity
+        if already.get(line.sku, 0) + asked[line.sku] > sold[line.sku]:
+            raise Refused(f"{line.sku}: {sold[line.sku]} sold, {already.get(line.sku, 0)} refunded already; "
+                          f"{asked[line.sku]} more is too many", code="refund_exceeds_sale",
+                          field=f"lines.{i}.quantity", sold=sold[line.sku], refunded=already.get(line.sku, 0))
+        lines.append({"sku": line.sku, "quantity": line.quantity, "unit_price": price[line.sku],
+                      "amount": line.quantity * price[line.sku]})
+    total = sum(line["amount"] for line in lines)
+    at = now_ms()
+    record = {"refund_id": request.refund_id, "sale_id": request.sale_id, "branch": node.branch,
+              "device": node.device, "device_name": node.device_name, "at_ms": at, "day": day_of(at),
+              "lines": lines, "total": total, "method": request.method, "member": request.member,
+              "fingerprint": print_}
+    ops: list[tuple] = [("record", key, record)]
+    for sku, quantity in asked.items():
+        ops.append(("add", stock_key(node.branch, sku), quantity))
+    if request.method == "member" and total > 0:
+        ops.append(("increment", balance_key(request.member), total))
+    entry = await node.commit(ops)
+    return {**record, "replayed": False, "seq": entry["seq"], "ack": entry["ack"]}
