@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench sim clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed $(VENV)/.installed-sim
+
+$(VENV)/.installed-sim: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[sim]'
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -30,6 +34,11 @@ bench: $(VENV)/.installed
 	$(BIN)/python bench/sync.py
 	$(BIN)/python bench/node.py
 	$(BIN)/python bench/api.py
+	$(BIN)/python bench/sim.py
+
+# The simulator's one-line entry: the basement scenario, results under results/basement-1/.
+sim: $(VENV)/.installed-sim
+	MPLBACKEND=Agg $(BIN)/tillmesh sim run simulations/scenarios/basement.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis results

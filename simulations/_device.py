@@ -18,23 +18,30 @@ from typing import Any, Callable
 
 from gossip import Now
 
-from ._loop import US_PER_MS, Loop
+from ._loop import US_PER_MS, US_PER_S, Loop
 from ._network import End, Network
 
-__all__ = ["Clock", "Device", "Observer", "DialPolicy"]
+__all__ = ["Clock", "Device", "Observer", "DialPolicy", "STABLE_CONNECTION_US"]
+
+STABLE_CONNECTION_US = 10 * US_PER_S  # a connection this old resets the dial backoff
 
 
 class Clock:
     """A device's clocks: monotonic time is virtual time; wall time adds a skew and a drift."""
 
-    __slots__ = ("epoch_ms", "skew_ms", "drift_ppm")
+    __slots__ = ("epoch_ms", "skew_ms", "drift_ppm", "_last")
 
     def __init__(self, epoch_ms: int, skew_ms: int = 0, drift_ppm: float = 0.0) -> None:
         self.epoch_ms, self.skew_ms, self.drift_ppm = epoch_ms, skew_ms, drift_ppm
+        self._last: tuple[int, Now] = (-1, Now(0, 0))
 
     def at(self, now_us: int) -> Now:
         ms = now_us // US_PER_MS
-        return Now(ms, self.epoch_ms + ms + self.skew_ms + int(self.drift_ppm * ms / 1_000_000))
+        if self._last[0] == ms:  # many inputs in one millisecond: one Now
+            return self._last[1]
+        now = Now(ms, self.epoch_ms + ms + self.skew_ms + int(self.drift_ppm * ms / 1_000_000))
+        self._last = (ms, now)
+        return now
 
 
 class DialPolicy:
@@ -169,7 +176,6 @@ class Device:
         if old is not None:  # one connection per peer; the newer one wins
             self.network.close(old)
         self.ends[end.peer] = end
-        self.attempts[end.peer] = 0
         self._call(self.engine.connected, end, initiator, self.now())
         self.pump()
 
@@ -194,7 +200,10 @@ class Device:
         self._call(self.engine.disconnected, end, self.now())
         self.pump()
         if end.peer in self.targets and end.peer not in self.ends:
-            self.attempts[end.peer] = self.attempts.get(end.peer, 0) + 1
+            # A connection that lasted starts the backoff afresh; one that ends at once (a
+            # peer that refuses us: revoked, say) backs off further, as the runtime does.
+            lasted = self.loop.now - end.conn.opened_us >= STABLE_CONNECTION_US
+            self.attempts[end.peer] = 1 if lasted else self.attempts.get(end.peer, 0) + 1
             self.loop.after(self.dial_policy.delay_us(self.attempts[end.peer], self.rng), self._dial, end.peer,
                             self.epoch)
 
@@ -209,14 +218,18 @@ class Device:
             return
         engine, loop, observer = self.engine, self.loop, self.observer
         effects = self._call(engine.poll)
-        for end, data in effects.sends.items():
-            self.network.send(end, data)
+        if effects.sends:
+            send = self.network.send
+            for end, data in effects.sends.items():
+                send(end, data)
         for close in effects.closes:
             self.network.close(close.peer)
         for alert in effects.alerts:
             observer.alert(self, alert, loop.now)
-        for change in effects.applied:
-            observer.applied(self, change, self._via, loop.now)
+        if effects.applied:
+            via = self._via
+            for change in effects.applied:
+                observer.applied(self, change, via, loop.now)
         for committed in effects.committed:
             observer.acknowledged(self, committed, loop.now)
         if effects.flush and not self._flushing:

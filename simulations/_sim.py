@@ -76,7 +76,7 @@ class Simulation:
     def __init__(self, scenario: Scenario, *, store_factory: Callable[[], Any] = MemoryFeedStore,
                  progress: Callable[[int, int], None] | None = None, measure_engine: bool = True) -> None:
         if scenario.experiment:
-            raise ScenarioError(f"{scenario.source}: an [experiment] scenario runs with simulations.experiment")
+            raise ScenarioError(f"{scenario.source}: an [experiment] scenario runs with `tillmesh sim run`, which hands it to simulations._experiment")
         self.scenario = scenario
         self.run_spec = scenario.section("run")
         self.store_factory, self.progress = store_factory, progress
@@ -358,6 +358,7 @@ class Simulation:
                                 "metadata_share": round((sent - payload) / sent, 4) if sent else None}
                          for kind, (sent, payload) in sorted(metrics.link_bytes.items())}
         convergence = metrics.convergence_s()
+        digest = self.trace.hexdigest()
         summary = {
             "scenario": self.scenario.name, "source": self.scenario.source, "seed": self.scenario.seed,
             "devices": len(self.devices), "members": len(self.members()), "anchors": len(self.anchor_names),
@@ -377,7 +378,7 @@ class Simulation:
             "invariants": {"negative_balances": negative, "lost_acknowledged_writes": lost,
                            "digest_mismatches": mismatched, "forks": metrics.incidents.get("fork", 0),
                            "unconverged_final_heal": 0 if settled_at is not None else 1},
-            "trace_events": self.trace.events, "trace_digest": self.trace.hexdigest(),
+            "trace_events": self.trace.events, "trace_digest": digest,
             "replay": replay_command(self.scenario),
         }
         return Result(summary, metrics.samples, metrics, dict(metrics.pair_bytes))

@@ -21,17 +21,28 @@ __all__ = ["Trace"]
 class Trace:
     """Feed events in with ``event``; ``hexdigest()`` at the end."""
 
-    __slots__ = ("_hash", "events")
+    __slots__ = ("_hash", "_pending", "events")
+
+    BATCH = 4096  # events hashed together: one repr and one update per batch, not per event
 
     def __init__(self) -> None:
         self._hash = hashlib.blake2b(digest_size=32, person=b"tillmesh-sim")
+        self._pending: list[tuple] = []
         self.events = 0
 
     def event(self, now_us: int, kind: str, *fields: object, data: bytes = b"") -> None:
-        """One event: its time, kind and fields (anything with a stable ``repr``), and the
-        size of the bytes it carried, if any."""
-        self.events += 1
-        self._hash.update(f"{now_us}|{kind}|{fields!r}|{len(data)}\n".encode())
+        """One event: its time, kind and fields (ints, strings and tuples of them: things
+        with a stable ``repr``), and the size of the bytes it carried, if any."""
+        pending = self._pending
+        pending.append((now_us, kind, fields, len(data)))
+        if len(pending) >= self.BATCH:
+            self._drain()
+
+    def _drain(self) -> None:
+        self.events += len(self._pending)
+        self._hash.update(repr(self._pending).encode())
+        self._pending = []
 
     def hexdigest(self) -> str:
-        return self._hash.hexdigest()
+        self._drain()
+        return self._hash.copy().hexdigest()
