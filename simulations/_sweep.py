@@ -74,8 +74,8 @@ def parse_params(texts: list[str]) -> list[tuple[str, list[str], list[str]]]:
 def expand(text: str, source: str, overrides: list[str], seeds: list[int],
            params: list[tuple[str, list[str], list[str]]]) -> list[Task]:
     tasks = []
-    grids = [[(name, keys, value) for value in values] for name, keys, values in params] or [[]]
-    for combo in itertools.product(*grids):
+    grids = [[(name, keys, value) for value in values] for name, keys, values in params]
+    for combo in itertools.product(*grids):  # no params: one empty combination
         extra = [f"{key}={value}" for _, keys, value in combo for key in keys]
         chosen = tuple((name, value) for name, _, value in combo)
         loads(text, source, [*overrides, *extra])  # a bad value is refused before anything runs
