@@ -104,16 +104,20 @@ class Faults:
         for crash in lists["crash"]:
             loop.at(int(crash["at_s"] * US_PER_S), self.crash, crash["device"], crash["down_s"])
         for join in lists["join"]:
-            loop.at(int(join["at_s"] * US_PER_S), sim.join, join["branch"], tuple(join["roles"]))
+            loop.at(int(join["at_s"] * US_PER_S), self._while_active, sim.join, join["branch"], tuple(join["roles"]))
         for leave in lists["leave"]:
-            loop.at(int(leave["at_s"] * US_PER_S), sim.leave, leave["device"])
+            loop.at(int(leave["at_s"] * US_PER_S), self._while_active, sim.leave, leave["device"])
         for revoke in lists["revoke"]:
-            loop.at(int(revoke["at_s"] * US_PER_S), sim.revoke, revoke["device"])
+            loop.at(int(revoke["at_s"] * US_PER_S), self._while_active, sim.revoke, revoke["device"])
         random_faults = scenario.section("random_faults")
         if random_faults["partitions_hour"] > 0:
             self._next_random(random_faults["partitions_hour"], self._random_partition, random_faults)
         if random_faults["crashes_hour"] > 0:
             self._next_random(random_faults["crashes_hour"], self._random_crash, random_faults)
+
+    def _while_active(self, action, *args) -> None:
+        if self.active:  # nothing happens after the run's end: the final heal is quiet
+            action(*args)
 
     def _next_random(self, per_hour: float, action, spec: dict) -> None:
         delay = int(self.rng.expovariate(per_hour / 3600.0) * US_PER_S)

@@ -128,9 +128,8 @@ class Network:
         for conn in list(self.conns.values()):
             if conn.pair == pair and conn.state != "broken":
                 for direction in (0, 1):
-                    held, conn.held[direction] = conn.held[direction], []
-                    for data in held:
-                        self._schedule(conn, direction, data, 0)
+                    if conn.held[direction]:
+                        self.loop.after(self.latency_us(conn.spec), self._drain, conn, direction)
 
     def is_cut(self, a: str, b: str) -> bool:
         return frozenset((a, b)) in self.cuts
@@ -197,9 +196,18 @@ class Network:
     def _arrive(self, conn: Connection, direction: int, data: bytes | None) -> None:
         if conn.state == "broken":
             return
-        if conn.pair in self.cuts:
-            conn.held[direction].append(data)
+        if conn.pair in self.cuts or conn.held[direction]:
+            conn.held[direction].append(data)  # behind a cut, or behind bytes held by one: in order
             return
+        self._deliver(conn, direction, data)
+
+    def _drain(self, conn: Connection, direction: int) -> None:
+        """After a heal: deliver what was held, in order (and what queued behind it)."""
+        held = conn.held[direction]
+        while held and conn.state != "broken" and conn.pair not in self.cuts:
+            self._deliver(conn, direction, held.pop(0))
+
+    def _deliver(self, conn: Connection, direction: int, data: bytes | None) -> None:
         receiver = conn.ends[1 - direction]
         if data is None:  # the FIN: the other side closed
             self._end(receiver)
@@ -226,9 +234,12 @@ class Network:
         if conn.state == "broken":
             return
         conn.state = "broken"
+        conn.held = [[], []]
         self.trace.event(self.loop.now, "break", conn.id)
         for end in conn.ends:
-            if end.name != silent:
+            if end.name == silent:
+                conn.ended[end.side] = True  # its owner went down with it
+            else:
                 self.loop.after(self.latency_us(conn.spec), self._end, end)
 
     def drop_device(self, name: str) -> None:

@@ -74,6 +74,13 @@ def parse_params(texts: list[str]) -> list[tuple[str, list[str], list[str]]]:
 def expand(text: str, source: str, overrides: list[str], seeds: list[int],
            params: list[tuple[str, list[str], list[str]]]) -> list[Task]:
     tasks = []
+    plain = not loads(text, source, overrides).experiment
+    if plain:  # a bare name (latency_ms) must not turn a plain scenario into an experiment
+        params = [(name, [k for k in keys if not k.startswith("experiment.")], values)
+                  for name, keys, values in params]
+        for name, keys, _ in params:
+            if not keys:
+                raise ScenarioError(f"--param {name}: only an [experiment] scenario has that key")
     grids = [[(name, keys, value) for value in values] for name, keys, values in params]
     for combo in itertools.product(*grids):  # no params: one empty combination
         extra = [f"{key}={value}" for _, keys, value in combo for key in keys]
