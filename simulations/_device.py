@@ -183,7 +183,10 @@ class Device:
         if not self.up or self.ends.get(end.peer) is not end:
             return
         self._via = end.conn.spec.kind
-        self._call(self.engine.received, end, data, self.now())
+        if self.timer is None:
+            self.engine.received(end, data, self.clock.at(self.loop.now))
+        else:
+            self._call(self.engine.received, end, data, self.clock.at(self.loop.now))
         self.pump()
         self._via = None
 
@@ -217,7 +220,7 @@ class Device:
         if not self.up:
             return
         engine, loop, observer = self.engine, self.loop, self.observer
-        effects = self._call(engine.poll)
+        effects = engine.poll() if self.timer is None else self._call(engine.poll)
         if effects.sends:
             send = self.network.send
             for end, data in effects.sends.items():
@@ -246,7 +249,7 @@ class Device:
         self.pump()
 
     def _arm(self) -> None:
-        deadline = self._call(self.engine.next_deadline)
+        deadline = self.engine.next_deadline() if self.timer is None else self._call(self.engine.next_deadline)
         if deadline is None:
             return
         at = max(deadline * US_PER_MS, self.loop.now + US_PER_MS // 10)

@@ -169,24 +169,34 @@ class Network:
             self.on_connected(conn.ends[1], False)
 
     def send(self, end: End, data: bytes) -> None:
+        # The hot path of every run: written out flat (one call, no helpers).
         conn = end.conn
         if conn.state != "open":
             return  # the stream is gone; its end is reported to both sides
-        direction = end.side
-        conn.bytes[direction] += len(data)
-        kind = conn.spec.kind
-        self.kind_bytes[kind] = self.kind_bytes.get(kind, 0) + len(data)
+        direction, size, spec, now = end.side, len(data), conn.spec, self.loop.now
+        conn.bytes[direction] += size
+        kind_bytes = self.kind_bytes
+        kind_bytes[spec.kind] = kind_bytes.get(spec.kind, 0) + size
         self.sent_messages += 1
-        self.trace.event(self.loop.now, "send", conn.id, direction, data=data)
-        spec = conn.spec
+        self.trace.event(now, "send", conn.id, direction, data=data)
         if spec.loss > 0 and self.rng.random() < spec.loss:
-            self.trace.event(self.loop.now, "lost", conn.id, direction)
+            self.trace.event(now, "lost", conn.id, direction)
             self.abort(conn)
             return
-        tx_us = len(data) * 8_000 // spec.bandwidth_kbps if spec.bandwidth_kbps else 0
-        start = max(self.loop.now, conn.next_free[direction])
-        conn.next_free[direction] = start + tx_us
-        self._schedule(conn, direction, data, start + tx_us - self.loop.now)
+        free = conn.next_free[direction]
+        if free < now:
+            free = now
+        if spec.bandwidth_kbps:
+            free += size * 8_000 // spec.bandwidth_kbps
+        conn.next_free[direction] = free
+        latency = spec.latency_ms
+        if spec.jitter_ms > 0:
+            latency += self.rng.expovariate(1.0 / spec.jitter_ms)
+        arrival = free + int(latency * US_PER_MS)
+        if arrival < conn.last_arrival[direction]:
+            arrival = conn.last_arrival[direction]
+        conn.last_arrival[direction] = arrival
+        self.loop.at(arrival, self._arrive, conn, direction, data)
 
     def _schedule(self, conn: Connection, direction: int, data: bytes | None, wire_us: int) -> None:
         arrival = max(self.loop.now + wire_us + self.latency_us(conn.spec), conn.last_arrival[direction])

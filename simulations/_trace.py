@@ -35,7 +35,7 @@ class Trace:
         with a stable ``repr``), and the size of the bytes it carried, if any."""
         pending = self._pending
         pending.append((now_us, kind, fields, len(data)))
-        if len(pending) >= self.BATCH:
+        if len(pending) >= 4096:  # BATCH
             self._drain()
 
     def _drain(self) -> None:
