@@ -227,6 +227,11 @@ class Replica:
         self._kinds: dict[str, set[tuple]] = {}  # kind -> keys holding state
         self._prepared: DeltaGroup | None = None
         self._digest: bytes | None = None  # cached until the state changes
+        # What the digest hashes, kept per key (dropped when that key changes) and the keys'
+        # canonical order (dropped when a key is added): a digest after a change re-encodes
+        # only what changed, not the whole state.
+        self._forms: dict[tuple, bytes] = {}
+        self._order: list[tuple] | None = None
 
     def transaction(self, hlc: Timestamp, *, apply: bool = True) -> "_TransactionContext":
         """``with replica.transaction(hlc) as tx: ...``; afterwards ``tx.delta`` is the group.
@@ -267,11 +272,14 @@ class Replica:
         states = self._states
         conflicts = ()
         self._digest = None
+        forms = self._forms
         for key, op in ops:
             state = states.get(key)
+            forms.pop(key, None)
             if state is None:
                 states[key] = state = op.copy()
                 self._kinds.setdefault(key[0], set()).add(key)
+                self._order = None
             else:
                 state.merge(op)
             if type(state) is Record and state.conflict:
@@ -288,9 +296,9 @@ class Replica:
         crdt = self.schema.type_of(key)
         if type(state) is not crdt:
             raise InvalidInput(f"key {key!r} holds a {crdt.__name__}, not a {type(state).__name__}")
+        self._changed((key,))
         self._states[key] = state
         self._kinds.setdefault(key[0], set()).add(key)
-        self._digest = None
 
     def value(self, key: tuple) -> Any:
         """The value at ``key``; the type's empty value when nothing was written."""
@@ -308,7 +316,18 @@ class Replica:
         """Keys holding state, in canonical order; only those of ``kind`` when given."""
         if kind is not None:
             return iter(sorted(self._kinds.get(kind, ()), key=canonical))
-        return iter(sorted(self._states, key=canonical))
+        if self._order is None:
+            self._order = sorted(self._states, key=canonical)
+        return iter(self._order)  # a new list replaces it when a key is added
+
+    def _changed(self, keys) -> None:
+        """``keys`` are about to change (or appear): forget what the digest kept of them."""
+        self._digest = None
+        forms, states = self._forms, self._states
+        for key in keys:
+            forms.pop(key, None)
+            if key not in states:
+                self._order = None
 
     def _index(self, keys) -> None:
         for key in keys:
@@ -319,12 +338,18 @@ class Replica:
         if self._digest is not None:
             return self._digest
         h = hashlib.blake2b(digest_size=32, person=b"tillmesh-replica")
+        forms, states = self._forms, self._states
         for key in self.keys():
-            state = self._states[key]
-            if state == type(state)():
-                continue
-            form = state.fingerprint() if isinstance(state, Document) else state.to_wire()
-            h.update(canonical([list(key), form]))
+            form = forms.get(key)
+            if form is None:
+                state = states[key]
+                if state == type(state)():
+                    form = b""  # an empty state hashes as if the key were not there
+                else:
+                    wire = state.fingerprint() if isinstance(state, Document) else state.to_wire()
+                    form = canonical([list(key), wire])
+                forms[key] = form
+            h.update(form)
         self._digest = h.digest()
         return self._digest
 
@@ -383,9 +408,9 @@ class _TransactionContext:
         # skew by the group's stamp judges every register write in it.
         tx.delta = DeltaGroup(tx.stamp, tx._replica.replica_id, tuple(tx._deltas.items()))
         if self._apply:
+            tx._replica._changed(tx._work)
             tx._replica._states.update(tx._work)
             tx._replica._index(tx._work)
-            tx._replica._digest = None
         else:
             tx._replica._prepared = tx.delta
         return False

@@ -209,27 +209,40 @@ def _now(value: Any) -> int:
     return value
 
 
+_SCALARS = frozenset({type(None), bool, str, bytes, bytearray})
+_CONTAINERS = frozenset({list, tuple, dict})
+
+
 def _plain_data_problem(obj: Any) -> str | None:
     """Why ``obj`` is not a frame's plain data, or None if it is."""
+    # Every frame in and out passes here: exact types are tested first (a set lookup), and
+    # only something else (a subclass, or not plain data at all) takes the isinstance path.
     stack = [(obj, 0)]
+    pop, push, extend = stack.pop, stack.append, stack.extend
     while stack:
-        item, depth = stack.pop()
-        if item is None or isinstance(item, (bool, str, bytes, bytearray)):
+        item, depth = pop()
+        kind = type(item)
+        if kind in _SCALARS:
             continue
-        if isinstance(item, int):
+        if kind is int or (kind not in _CONTAINERS and isinstance(item, int)
+                           and not isinstance(item, bool)):
             if not _MIN_INT <= item <= _MAX_INT:
                 return f"integer {item} is outside CBOR's 64-bit range (bignums are tags)"
             continue
-        if not isinstance(item, (list, tuple, dict)):
-            return f"{type(item).__name__} is not plain data (None, bool, int, bytes, str, array, map)"
+        if kind not in _CONTAINERS:
+            if isinstance(item, (bool, str, bytes, bytearray)):
+                continue
+            if not isinstance(item, (list, tuple, dict)):
+                return f"{type(item).__name__} is not plain data (None, bool, int, bytes, str, array, map)"
         if depth >= MAX_FRAME_DEPTH:
             return f"nested deeper than {MAX_FRAME_DEPTH}"
+        depth += 1
         if isinstance(item, dict):
             for key, value in item.items():
-                stack.append((key, depth + 1))
-                stack.append((value, depth + 1))
+                push((key, depth))
+                push((value, depth))
         else:
-            stack.extend((x, depth + 1) for x in item)
+            extend([(x, depth) for x in item])
     return None
 
 

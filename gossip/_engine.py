@@ -167,12 +167,18 @@ class Engine:
         """Let time pass: timeouts, pings, anti-entropy, expiries, skew holds, rights work."""
         now = self._at(now)
         own = self._keyring.certificate
+        mono = now.mono_ms
         for session in list(self._sessions.values()):
-            peer_cert = session.cert
-            for cert in (own, peer_cert):
+            expired = False
+            for cert in (own, session.cert):
                 if cert is not None and cert.expires_ms is not None and now.wall_ms >= cert.expires_ms:
                     session.close(CloseReason.EXPIRED, f"the certificate of device {cert.number} expired")
-            self._handle(session, session.tick(now.mono_ms), now)
+                    expired = True
+            # Only sessions with a timer due are ticked: a driver ticks at the earliest of all
+            # deadlines, and most sessions have nothing to do then.
+            due = session.next_deadline()
+            if expired or (due is not None and due <= mono):
+                self._handle(session, session.tick(mono), now)
         release = self._applier.skew_release_ms() if self._applier else None
         if release is not None and now.wall_ms >= release:
             self._settle(now)
@@ -295,9 +301,16 @@ class Engine:
 
     def next_deadline(self) -> int | None:
         """The monotonic time by which ``tick`` must be called next, or None."""
-        deadlines = [d for s in self._sessions.values() if (d := s.next_deadline()) is not None]
-        walls = [c.expires_ms for c in [self._keyring.certificate, *(s.cert for s in self._sessions.values())]
-                 if c is not None and c.expires_ms is not None]
+        deadlines, walls = [], []
+        own = self._keyring.certificate
+        if own is not None and own.expires_ms is not None:
+            walls.append(own.expires_ms)
+        for session in self._sessions.values():
+            if (d := session.next_deadline()) is not None:
+                deadlines.append(d)
+            cert = session.cert
+            if cert is not None and cert.expires_ms is not None:
+                walls.append(cert.expires_ms)
         if self._applier is not None:
             if self._applier.escrow_dirty:
                 deadlines.append(self._now.mono_ms)
