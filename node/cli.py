@@ -135,7 +135,15 @@ def _parser() -> _Parser:
     status.add_argument("--data", required=True, type=Path, metavar="DIR", help="the node's data directory")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
 
-    commands.add_parser("demo", help="three tills selling apart, then converging")
+    demo = commands.add_parser(
+        "demo", help="a small chain in real processes on 127.0.0.1: selling, a partition, a kill -9, converging",
+        description="Start a small chain on this machine's loopback, each device its own `tillmesh run` or "
+                    "`tillmesh anchor` process set up with the CLI; sell through the HTTP API, cut the basement "
+                    "till off, charge a member whose rights are in another branch, kill a till mid-burst and "
+                    "restart it, heal, and print every device's view. Leaves nothing running; writes "
+                    "results/demo/ (summary.json, node logs). Exit 1 unless every member converged.")
+    demo.add_argument("--in-process", action="store_true",
+                      help="the deterministic demo instead: the engines in one process with virtual time")
 
     from simulations._cli import add_commands as add_sim_commands
 
@@ -398,9 +406,13 @@ def _run(args: argparse.Namespace, *, relay: bool) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from ._demo import run
+    if args.in_process:
+        from ._demo import run
 
-    return 0 if run(sys.stdout) else 1
+        return 0 if run(sys.stdout) else 1
+    from ._demo_chain import run as run_chain
+
+    return run_chain(sys.stdout)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
