@@ -28,8 +28,7 @@ def member_info(node: PosNode, member: str) -> dict[str, Any]:
     return {"member": member, "balance": node.value(key), "rights_here": node.rights(key)}
 
 
-async def _refuse(node: PosNode, member: str, needed: int, available: int, balance: int, field: str,
-                  why: str) -> None:
+async def _refuse(node: PosNode, member: str, needed: int, available: int, balance: int, why: str) -> None:
     detail = (f"a charge of {needed} to member {member} refused: {why} (balance {balance}, "
               f"rights on this device {available})")
     record = incident_record(node, "overdraft_refused", detail,
@@ -51,15 +50,19 @@ async def ensure_rights(node: PosNode, charges: dict[str, int], wait_ms: int, *,
             continue
         balance = node.value(key)
         if balance < amount:
-            await _refuse(node, member, amount, have, balance, field, "the balance is too small")
+            await _refuse(node, member, amount, have, balance, "the balance is too small")
             raise Refused(f"member {member}'s balance is {balance}, the charge is {amount}",
                           code="insufficient_balance", field=field, needed=amount, available=balance)
-        if wait_ms > 0 and node.links_live():
+        online = node.links_live()
+        if wait_ms > 0 and online:
             await node.request_rights(key, amount)
             if await node.wait_for(lambda: node.rights(key) >= amount, wait_ms / 1000):
                 continue
         have = node.rights(key)
-        await _refuse(node, member, amount, have, balance, field, "no rights transfer arrived in time")
+        why = ("no rights transfer arrived in time" if online and wait_ms > 0 else
+               "this device has no live link, so it could not ask for rights" if not online else
+               "waiting for rights is switched off ([pos] rights_wait_ms = 0)")
+        await _refuse(node, member, amount, have, balance, why)
         raise RightsShort(f"member {member}: this device holds rights for {have} of the {amount} charged, and no "
                           f"transfer arrived within {wait_ms} ms (offline, or the rights are elsewhere)",
                           needed=amount, available=have, field=field)

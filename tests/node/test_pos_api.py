@@ -186,8 +186,10 @@ async def test_members_rights_and_the_offline_till(tmp_path):
         assert till2["card"] == 800 and till2["card_offline"] == 800 and till2["member"] == 800
         assert rolled["total"]["sales"] == 2
         assert (await boss.get("/members/alice")).json()["balance"] == 3000
-        kinds = {i["kind"] for i in (await boss.get("/incidents")).json()["incidents"]}
-        assert "overdraft_refused" in kinds
+        incidents = (await boss.get("/incidents")).json()["incidents"]
+        assert "overdraft_refused" in {i["kind"] for i in incidents}
+        # the offline refusal says why: no link to ask over, not "no transfer arrived in time"
+        assert any(i["kind"] == "overdraft_refused" and "no live link" in i["detail"] for i in incidents)
 
 
 @pytest.mark.trio
