@@ -299,7 +299,10 @@ def build_app(handle: Any) -> Guard:
     for module in (_sales, _stock, _members, _orders, _approvals, _incidents, _events):
         module.add_routes(app, handle)
 
-    return Guard(app, token, MAX_BODY_BYTES, {"/authority": MAX_AUTHORITY_BODY_BYTES})
+    # GET / is the status page, served ahead of the token check: it is static and holds no state.
+    from ._page import StatusPageGuard
+
+    return StatusPageGuard(app, token, MAX_BODY_BYTES, {"/authority": MAX_AUTHORITY_BODY_BYTES})
 
 
 def _port_of(bind: str) -> int:
