@@ -243,6 +243,11 @@ class Engine:
         answer set off by bytes that arrived meanwhile) waits for the next flush."""
         now = self._at(now)
         seq, count = self._flush_mark if self._flush_mark is not None else (self._own_head(), len(self._unflushed))
+        if not self._store.dirty:
+            # Nothing is buffered: everything appended so far is durable. A driver whose
+            # flush runs beside the engine (node/runtime.py) may have had appends made after
+            # the poll land in that flush; no later poll would ask to flush them again.
+            seq, count = self._own_head(), len(self._unflushed)
         self._flush_mark = None
         released = seq > self._durable_seq
         self._durable_seq = max(self._durable_seq, seq)
