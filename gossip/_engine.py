@@ -197,7 +197,7 @@ class Engine:
         """
         now = self._at(now)
         committed = self._write(ops, now)
-        self._settle(now)
+        self._settle(now, ran=True)  # _write ran the applier already
         return committed
 
     def import_entries(self, entries: Iterable[bytes], now: Now | int) -> int:
@@ -415,12 +415,14 @@ class Engine:
             self._store.save_snapshot(take_snapshot(applier, self._clock))
             self._snapshot_at = applier.passed
 
-    def _settle(self, now: Now) -> None:
-        """Apply what is ready, then write the rights answers it calls for, until quiet."""
+    def _settle(self, now: Now, *, ran: bool = False) -> None:
+        """Apply what is ready (unless the applier has just ``ran`` and nothing came in since),
+        then write the rights answers it calls for, until quiet."""
         applier = self._applier
         if applier is None:
             return
-        applier.run(now)
+        if not ran:
+            applier.run(now)
         while self._escrow is not None and applier.escrow_dirty:
             applier.escrow_dirty = False
             # Each answer is worked out after the last one is applied; every write lowers our
