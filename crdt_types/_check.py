@@ -91,16 +91,44 @@ def require_value(name: str, value: Any) -> Any:
     Returns a normalised copy (tuples become lists) so stored values cannot be mutated
     through the caller's reference.
     """
+    return encoded_value(name, value)[0]
+
+
+def encoded_value(name: str, value: Any) -> tuple[Any, bytes]:
+    """``require_value`` and the canonical encoding it was size-checked by, computed once
+    (a record is kept as that encoding)."""
     normalised = _normalise(name, value, 0)
-    size = len(canonical(normalised))
-    if size > MAX_VALUE_BYTES:
-        raise InvalidInput(f"{name} encodes to {size} bytes, the limit is {MAX_VALUE_BYTES}")
-    return normalised
+    encoded = canonical(normalised)
+    if len(encoded) > MAX_VALUE_BYTES:
+        raise InvalidInput(f"{name} encodes to {len(encoded)} bytes, the limit is {MAX_VALUE_BYTES}")
+    return normalised, encoded
 
 
 def _normalise(name: str, value: Any, depth: int) -> Any:
     if depth > MAX_VALUE_DEPTH:
         raise InvalidInput(f"{name} nests deeper than {MAX_VALUE_DEPTH} levels")
+    # The exact plain types first (the hot path of every record and register write); their
+    # subclasses, and every refusal, take the general checks below.
+    kind = type(value)
+    if kind is str:
+        if len(value) <= MAX_STRING_CHARS and value.isascii():
+            return value
+    elif kind is int:
+        if -MAX_TOTAL <= value <= MAX_TOTAL:
+            return value
+    elif kind is dict:
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                if not isinstance(k, str):
+                    raise InvalidInput(f"{name} has a non-string map key {_describe(k)}")
+                k = _normalise(name, k, depth + 1)
+            elif depth + 1 > MAX_VALUE_DEPTH or len(k) > MAX_STRING_CHARS or not k.isascii():
+                k = _normalise(name, k, depth + 1)
+            out[k] = _normalise(name, v, depth + 1)
+        return out
+    elif kind is list:
+        return [_normalise(name, item, depth + 1) for item in value]
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, float):

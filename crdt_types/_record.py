@@ -13,7 +13,7 @@ from typing import Any
 
 import cbor2
 
-from ._check import canonical, require_value, wire_header, wire_list
+from ._check import encoded_value, wire_header, wire_list
 from ._errors import InvalidInput, MalformedWire
 
 __all__ = ["Record"]
@@ -55,7 +55,7 @@ class Record:
 
         Writing a record equal to one already present changes nothing (idempotent retry).
         """
-        encoded = canonical(require_value("record", record))
+        encoded = encoded_value("record", record)[1]
         self._add((encoded,))
         delta = Record()
         delta._candidates[encoded] = None
@@ -105,7 +105,7 @@ class Record:
         record = cls()
         for item in items:
             try:
-                record._candidates[canonical(require_value("record", item))] = None
+                record._candidates[encoded_value("record", item)[1]] = None
             except InvalidInput as exc:
                 raise MalformedWire(f"rec: {exc}") from None
         return record

@@ -203,7 +203,7 @@ class Engine:
         """
         now = self._at(now)
         committed = self._write(ops, now)
-        self._settle(now)
+        self._settle(now, ran=True)  # _write ran the applier already
         return committed
 
     def import_entries(self, entries: Iterable[bytes], now: Now | int) -> int:
@@ -249,6 +249,11 @@ class Engine:
         answer set off by bytes that arrived meanwhile) waits for the next flush."""
         now = self._at(now)
         seq, count = self._flush_mark if self._flush_mark is not None else (self._own_head(), len(self._unflushed))
+        if not self._store.dirty:
+            # Nothing is buffered: everything appended so far is durable. A driver whose
+            # flush runs beside the engine (node/runtime.py) may have had appends made after
+            # the poll land in that flush; no later poll would ask to flush them again.
+            seq, count = self._own_head(), len(self._unflushed)
         self._flush_mark = None
         released = seq > self._durable_seq
         self._durable_seq = max(self._durable_seq, seq)
@@ -431,12 +436,14 @@ class Engine:
             self._store.save_snapshot(take_snapshot(applier, self._clock))
             self._snapshot_at = applier.passed
 
-    def _settle(self, now: Now) -> None:
-        """Apply what is ready, then write the rights answers it calls for, until quiet."""
+    def _settle(self, now: Now, *, ran: bool = False) -> None:
+        """Apply what is ready (unless the applier has just ``ran`` and nothing came in since),
+        then write the rights answers it calls for, until quiet."""
         applier = self._applier
         if applier is None:
             return
-        applier.run(now)
+        if not ran:
+            applier.run(now)
         while self._escrow is not None and applier.escrow_dirty:
             applier.escrow_dirty = False
             # Each answer is worked out after the last one is applied; every write lowers our

@@ -92,6 +92,22 @@ class Entry:
         return entry_hash(self._encoded)
 
     @classmethod
+    def signed(cls, origin: int, seq: int, prev_hash: bytes, epoch: int | None, deps: tuple[tuple[int, int], ...],
+               body: bytes, header_bytes: bytes, sign: Any) -> "Entry":
+        """A new entry signed with ``sign`` (message -> signature), its encodings assembled
+        from ``header_bytes`` (``canonical(header)``, which sealing used already) instead of
+        encoding the header three times and the whole entry once more: the canonical form
+        is the array head, the header's fields, the body and the signature, as ``decode``
+        checks it."""
+        body_encoded = _bytes_head(len(body)) + body
+        signature = sign(b"".join((_ENTRY_SIGNABLE_PREFIX, header_bytes, body_encoded)))
+        entry = cls(origin, seq, prev_hash, epoch, deps, body, signature)
+        entry.__dict__["_header_bytes"] = header_bytes
+        entry.__dict__["_body_encoded"] = body_encoded
+        entry.__dict__["_encoded"] = b"".join((b"\x88", header_bytes[1:], body_encoded, b"\x58\x40", signature))
+        return entry
+
+    @classmethod
     def decode(cls, data: bytes) -> "Entry":
         """Parse and shape-check an entry (nothing cryptographic yet).
 
@@ -156,9 +172,11 @@ def _is_int(value: Any, low: int, high: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
 
 
-def seal(payload: bytes, header: list, key: bytes, nonce: bytes) -> bytes:
-    """XChaCha20-Poly1305 with the canonical header as associated data; returns nonce || ciphertext."""
-    ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(payload, canonical(header), nonce, key)
+def seal(payload: bytes, header: list | bytes, key: bytes, nonce: bytes) -> bytes:
+    """XChaCha20-Poly1305 with the canonical header (given as the header, or as its
+    canonical encoding) as associated data; returns nonce || ciphertext."""
+    associated = header if isinstance(header, bytes) else canonical(header)
+    ciphertext = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(payload, associated, nonce, key)
     return nonce + ciphertext
 
 

@@ -183,10 +183,9 @@ class Feeds:
         prev = head.hash if head else GENESIS_HASH
         dep_pairs = _check_deps(deps or {}, keyring.number)
         epoch = keyring.current_epoch
-        header = [ENTRY_VERSION, keyring.number, seq, prev, epoch, [list(d) for d in dep_pairs]]
+        header = canonical([ENTRY_VERSION, keyring.number, seq, prev, epoch, [list(d) for d in dep_pairs]])
         body = seal(canonical(group.to_wire(schema=self.schema)), header, keyring.epoch_key(epoch), _random(random_bytes, 24))
-        unsigned = Entry(keyring.number, seq, prev, epoch, dep_pairs, body, bytes(64))
-        entry = Entry(keyring.number, seq, prev, epoch, dep_pairs, body, keyring.device.sign(unsigned.signed_bytes()))
+        entry = Entry.signed(keyring.number, seq, prev, epoch, dep_pairs, body, header, keyring.device.sign)
         encoded = entry.encode()
         if len(encoded) > MAX_ENTRY_BYTES:
             raise InvalidInput(f"entry would be {len(encoded)} bytes, the limit is {MAX_ENTRY_BYTES}; split the transaction")

@@ -10,10 +10,12 @@ everything else already waiting, then ticks the engine and acts on ``poll()``:
 
 - bytes to send go to each connection's writer task;
 - closes end the connection's tasks and its stream;
-- ``flush`` runs ``store.flush()`` on the one writer thread and then calls
-  ``engine.flushed()`` (or ``flush_failed()``): every commit that arrived while the previous
-  flush ran joins this one (group commit), and a caller's commit returns only once the flush
-  that holds it is done;
+- ``flush`` hands ``store.flush()`` to the one writer thread and the loop goes on taking
+  inputs (commits, bytes) while it runs; it acts on the engine's effects again once the flush
+  is done and it has called ``engine.flushed()`` (or ``flush_failed()``). Every commit that
+  arrived while a flush ran joins the next one (group commit, pipelined: one flush in flight,
+  the next one gathering), and a caller's commit returns only once the flush that holds it
+  is done;
 - committed entries wake the callers waiting for them; alerts and peer changes are logged.
 
 Connections: a TCP listener, and one dialer per configured peer or anchor that keeps its
@@ -34,9 +36,11 @@ import json
 import logging
 import math
 import os
+import queue
 import random
 import secrets
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,6 +108,43 @@ class _Waiter:
     error: BaseException | None = None
 
 
+class _WriterThread:
+    """The one thread that writes the database. ``submit`` hands it a function; what came of
+    it is handed back to ``done`` on the trio thread (``run_sync_soon``). A lighter round trip
+    than ``trio.to_thread.run_sync`` (no limiter, thread cache or context copy, and the caller
+    does not wait): about 100 us less per flush on the benchmark VM, where a flush is ~200 us."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Any, done: Any) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, args=(trio.lowlevel.current_trio_token(),),
+                                            name="tillmesh-writer", daemon=True)
+            self._thread.start()
+        self._jobs.put((fn, done))
+
+    def stop(self) -> None:
+        """The thread ends once what was submitted is done."""
+        if self._thread is not None:
+            self._jobs.put(None)
+            self._thread = None
+
+    def _work(self, token: Any) -> None:
+        while (job := self._jobs.get()) is not None:
+            fn, done = job
+            try:
+                fn()
+                error = None
+            except BaseException as exc:  # noqa: BLE001  (handed to the engine task, which decides)
+                error = exc
+            try:
+                token.run_sync_soon(done, error)
+            except trio.RunFinishedError:
+                pass  # trio is gone (an exit at once): nobody waits for this flush any more
+
+
 class Node:
     """One device's runtime.
 
@@ -130,7 +171,9 @@ class Node:
         self._inbox_send, self._inbox_recv = trio.open_memory_channel(INBOX_SIZE)
         self._conns: set[Connection] = set()
         self._waiting: dict[int, _Waiter] = {}
-        self._writer = trio.CapacityLimiter(1)  # the one thread that writes the database
+        self._writer = _WriterThread()  # the one thread that writes the database
+        self._flushing: trio.Event | None = None  # set once the flush in flight is done
+        self._flush_error: BaseException | None = None
         self._stopping = trio.Event()
         self._stopped = trio.Event()
         self._pending: set[Connection] = set()  # connected, not yet authenticated
@@ -358,30 +401,33 @@ class Node:
 
     async def _engine_loop(self) -> None:
         engine = self.engine
-        while True:
-            deadline = engine.next_deadline()
-            items = []
-            with trio.move_on_at(deadline / 1000 if deadline is not None else math.inf):
-                items.append(await self._inbox_recv.receive())
+        try:
             while True:
-                try:
-                    items.append(self._inbox_recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            now = _now()
-            shutdown = False
-            for item in items:
-                shutdown = self._input(item, now) or shutdown
-            engine.tick(now)
-            await self._act(now)
-            if shutdown:
-                for conn in list(self._conns):
-                    self._close_conn(conn)
-                with trio.move_on_after(2):  # the byes go out, then the streams close
-                    if self._serving:
-                        await self._all_closed.wait()
-                self._stopped.set()
-                return
+                deadline = engine.next_deadline()
+                items = []
+                with trio.move_on_at(deadline / 1000 if deadline is not None else math.inf):
+                    items.append(await self._inbox_recv.receive())
+                while True:
+                    try:
+                        items.append(self._inbox_recv.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                now = _now()
+                shutdown = False
+                for item in items:
+                    shutdown = self._input(item, now) or shutdown
+                engine.tick(now)
+                await self._act(now, drain=shutdown)
+                if shutdown:
+                    for conn in list(self._conns):
+                        self._close_conn(conn)
+                    with trio.move_on_after(2):  # the byes go out, then the streams close
+                        if self._serving:
+                            await self._all_closed.wait()
+                    self._stopped.set()
+                    return
+        finally:
+            self._writer.stop()
 
     def _input(self, item: tuple, now: Now) -> bool:
         engine, kind = self.engine, item[0]
@@ -415,9 +461,19 @@ class Node:
             return True
         return False
 
-    async def _act(self, now: Now) -> None:
+    async def _act(self, now: Now, *, drain: bool = False) -> None:
+        """Act on the engine's effects, and start a flush when it asks for one. While a flush
+        is in flight the engine is not polled (that poll would move the mark of what the
+        flush holds): its effects wait, and the inputs go on, until the flush is done. With
+        ``drain`` (shutdown), wait for flushes until nothing is left unflushed."""
         engine = self.engine
         while True:
+            if self._flushing is not None:
+                if not self._flushing.is_set():
+                    if not drain:
+                        return  # the writer's "done" wakes the loop (an inbox item)
+                    await self._flushing.wait()
+                self._flushed()
             effects = engine.poll()
             self._observe(effects)
             for conn, data in effects.sends.items():
@@ -448,18 +504,37 @@ class Node:
                     waiter.done.set()
             if not effects.flush:
                 return
-            try:
-                await trio.to_thread.run_sync(self.store.flush, limiter=self._writer)
-                self.counters["flushes"] += 1
-                engine.flushed(_now())
-            except StorageError as exc:
-                self.counters["flush_failures"] += 1
-                log.error("flush failed: %s; the commits in it are dropped", exc)
-                for lost in engine.flush_failed(_now()):
-                    waiter = self._waiting.pop(lost.seq, None)
-                    if waiter is not None:
-                        waiter.error = exc
-                        waiter.done.set()
+            self._flushing, self._flush_error = trio.Event(), None
+            self._writer.submit(self.store.flush, self._flush_done)
+            if not drain:
+                return
+
+    def _flush_done(self, error: BaseException | None) -> None:
+        """On the trio thread, from the writer: the flush in flight is done."""
+        self._flush_error = error
+        self._flushing.set()
+        try:
+            self._inbox_send.send_nowait(("flushed",))  # wakes the loop (_input ignores it)
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            pass  # the inbox is full: the loop is not waiting for it, it sees the flush next round
+
+    def _flushed(self) -> None:
+        """The flush in flight is done: tell the engine how it went."""
+        engine, error = self.engine, self._flush_error
+        self._flushing = self._flush_error = None
+        if error is None:
+            self.counters["flushes"] += 1
+            engine.flushed(_now())
+            return
+        if not isinstance(error, StorageError):
+            raise error
+        self.counters["flush_failures"] += 1
+        log.error("flush failed: %s; the commits in it are dropped", error)
+        for lost in engine.flush_failed(_now()):
+            waiter = self._waiting.pop(lost.seq, None)
+            if waiter is not None:
+                waiter.error = error
+                waiter.done.set()
 
     # -- connections --------------------------------------------------------------------------
 

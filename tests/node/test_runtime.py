@@ -117,3 +117,68 @@ async def test_a_restarted_node_is_where_it_was_and_a_failed_flush_keeps_nothing
         assert restarted.status()["digest"] == before["digest"]
         assert restarted.value(("stock", "central", "tea")) == 30
         restarted.store.close()
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("fails", [False, True])
+async def test_commits_go_on_while_a_flush_runs_and_return_only_with_their_own_flush(tmp_path, capsys, fails):
+    """The engine takes commits while a flush is in flight on the writer thread; each caller
+    returns only once a flush that holds its commit is done, and a failed flush fails every
+    commit not yet durable, the ones taken in while it ran included."""
+    import threading
+
+    import trio.testing
+
+    dirs = setup_chain(tmp_path, ["till"], capsys)
+    data_dir = dirs["till"]
+    with data_dir.lock():
+        node = Node(data_dir)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(node.run)
+            await node.commit([("add", ("stock", "central", "tea"), 1)])
+            real_flush = node.store.flush
+            entered, release = threading.Event(), threading.Event()
+
+            def held_flush() -> None:
+                entered.set()
+                release.wait()
+                if fails:
+                    raise StorageError("disk full (simulated)")
+                real_flush()
+
+            node.store.flush = held_flush
+            results: dict[str, object] = {}
+
+            async def commit(name: str, amount: int) -> None:
+                try:
+                    results[name] = await node.commit([("add", ("stock", "central", "tea"), amount)])
+                except StorageError as exc:
+                    results[name] = exc
+
+            nursery.start_soon(commit, "first", 10)
+            await trio.to_thread.run_sync(entered.wait)  # the first commit's flush is in flight
+            node.store.flush = real_flush
+            nursery.start_soon(commit, "second", 100)
+            try:
+                with trio.fail_after(30):  # a bound, not a wait: the loop ends as soon as the engine gets there
+                    while node.counters["commits"] < 3:  # taken by the engine, the flush still held
+                        await trio.testing.wait_all_tasks_blocked()
+                assert node.value(("stock", "central", "tea")) == 111 and results == {}
+            finally:
+                release.set()
+            with trio.fail_after(30):
+                while len(results) < 2:
+                    await trio.testing.wait_all_tasks_blocked()
+            if fails:
+                assert all(isinstance(r, StorageError) for r in results.values())
+                assert node.value(("stock", "central", "tea")) == 1
+                assert node.counters["flush_failures"] == 1
+            else:
+                assert [results["first"]["seq"], results["second"]["seq"]] == [2, 3]
+                assert node.value(("stock", "central", "tea")) == 111 and not node.store.dirty
+            node.stop()
+    again = DataDir.open(data_dir.path)
+    with again.lock():
+        restarted = Node(again)
+        assert restarted.value(("stock", "central", "tea")) == (1 if fails else 111)
+        restarted.store.close()
