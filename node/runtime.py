@@ -385,7 +385,11 @@ class Node:
                 nursery.start_soon(self._dial_forever, address)
             if self.config.discovery_enabled:  # DNS-SD on the LAN: node/discovery.py
                 nursery.start_soon(self._discover, nursery)
-            (self.data_dir.path / "ports.json").write_text(json.dumps(self.ports))
+            # Written whole or not at all (a reader polls for it): a temporary file, then a rename.
+            ports = self.data_dir.path / "ports.json"
+            partial = ports.with_name("ports.json.tmp")
+            partial.write_text(json.dumps(self.ports))
+            os.replace(partial, ports)
             log.info("node %s (%s) up: peers on %s, api on %s", self.certificate.number, self.certificate.name,
                      self.ports.get("peer"), self.ports.get("api"))
             task_status.started(dict(self.ports))

@@ -36,6 +36,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPBearer
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from crdt_types import InsufficientRights, InvalidInput, StorageError, TillmeshError
@@ -199,6 +200,22 @@ def _key_from_path(raw_path: bytes) -> list:
     return parts
 
 
+class _AnyPath(Convertor):
+    """Starlette's ``path`` convertor is ``.*``, which stops at a newline: a key part holding
+    ``%0A`` fell through to an undocumented 404. This one takes every character, so that
+    ``check_key`` judges the key (and answers 422 for a bad one)."""
+
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return str(value)
+
+
+register_url_convertor("anypath", _AnyPath())
+
 _REFUSALS: dict[int | str, dict[str, Any]] = {
     401: {"model": ErrorBody, "description": "missing or wrong bearer token"},
     422: {"model": ErrorBody, "description": "invalid input; `errors` names each field"},
@@ -242,7 +259,7 @@ def build_app(handle: Any) -> Guard:
         result = await _call(lambda: handle.commit(ops), field="ops")
         return result if isinstance(result, Response) else _json(result)
 
-    @app.get("/keys/{kind}/{parts:path}", response_model=KeyValue, summary="Read one key",
+    @app.get("/keys/{kind}/{parts:anypath}", response_model=KeyValue, summary="Read one key",
              responses=_REFUSALS)
     async def get_key(kind: str, parts: str, request: Request) -> Response:
         """The value at a key, e.g. ``/keys/stock/central/sku1``. A part ``int:N`` is the
