@@ -155,11 +155,11 @@ def brief(s: dict) -> dict:
     return {k: s[k] for k in keep if k in s}
 
 
-def sweep_speedup() -> dict:
+def sweep_speedup(duration_s: int) -> dict:
     from simulations._sweep import expand, run_sweep
 
     path = SCENARIOS / "basement.toml"
-    tasks = expand(path.read_text(), str(path), ["run.duration_s=1200"], list(range(1, 9)), [])
+    tasks = expand(path.read_text(), str(path), [f"run.duration_s={duration_s}"], list(range(1, 9)), [])
     start = time.perf_counter()
     serial = run_sweep(tasks, workers=1)
     serial_s = time.perf_counter() - start
@@ -171,6 +171,12 @@ def sweep_speedup() -> dict:
             "same_results": same, "speedup": round(serial_s / parallel_s, 3)}
 
 
+def _progress(name: str, figures: dict) -> None:
+    """Each part's figures on stderr as soon as it is done: a long run (the full chain_50
+    hour takes tens of minutes here) leaves what it measured even if it is stopped."""
+    print(json.dumps({name: figures}), file=sys.stderr, flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -180,20 +186,26 @@ def main() -> None:
     loop_rate = loop_events_per_s(seconds=5 if args.quick else 20)
     bare_rate = bare_heapq_events_per_s()
     out["loop"] = {"sim_events_per_s": round(loop_rate), "bare_heapq_events_per_s": round(bare_rate)}
+    _progress("loop", out["loop"])
     basement = run_child(SCENARIOS / "basement.toml", ["run.duration_s=3600"] if args.quick else [], measure=True)
     out["basement"] = brief(basement)
+    _progress("basement", out["basement"])
     day = ["chain.tills=5", "run.start_hour=8", "run.duration_s=" + ("7200" if args.quick else "43200"),
            "workload.sales_per_till_hour=30"]
     store_day = run_child(SCENARIOS / "basement.toml", day)
     out["store_day"] = brief(store_day)
+    _progress("store_day", out["store_day"])
     chain = run_child(SCENARIOS / "chain_50.toml", ["run.duration_s=600", "chain.branches=10"] if args.quick else [])
     out["chain_50"] = brief(chain)
+    _progress("chain_50", out["chain_50"])
     if args.scale:
         big = run_child(SCENARIOS / "chain_50.toml", ["chain.branches=200", "chain.anchors=8", "run.duration_s=300",
                                                       "workload.sales_per_till_hour=2", "workload.members=100",
                                                       "run.sample_s=60", "run.final_heal_s=600"])
         out["nodes_1000"] = brief(big)
-    out["sweep"] = sweep_speedup()
+    # Runs of a few seconds each, so that starting the worker processes (spawn) is not the
+    # figure: a lab's sweep runs minutes per seed.
+    out["sweep"] = sweep_speedup(1200 if args.quick else 3600)
     out["ratios"] = {
         "loop_vs_bare_heapq": round(loop_rate / bare_rate, 3),
         "engine_share": basement["engine_share"],
