@@ -26,7 +26,7 @@ import argparse
 import heapq
 import json
 import os
-import resource
+import random
 import subprocess
 import sys
 import time
@@ -43,7 +43,6 @@ from simulations._network import LinkSpec, Network  # noqa: E402
 from simulations._trace import Trace  # noqa: E402
 
 SCENARIOS = ROOT / "simulations" / "scenarios"
-import random  # noqa: E402
 
 
 class _NullStatus:
