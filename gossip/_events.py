@@ -39,6 +39,9 @@ class Now:
     wall_ms: int
 
     def __post_init__(self) -> None:
+        mono, wall = self.mono_ms, self.wall_ms
+        if type(mono) is int and type(wall) is int and mono >= 0 and wall >= 0:
+            return  # every input carries a Now: the common case is checked in one line
         for name in ("mono_ms", "wall_ms"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:

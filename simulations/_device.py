@@ -29,18 +29,18 @@ STABLE_CONNECTION_US = 10 * US_PER_S  # a connection this old resets the dial ba
 class Clock:
     """A device's clocks: monotonic time is virtual time; wall time adds a skew and a drift."""
 
-    __slots__ = ("epoch_ms", "skew_ms", "drift_ppm", "_last")
+    __slots__ = ("epoch_ms", "skew_ms", "drift_ppm", "_last_ms", "_last")
 
     def __init__(self, epoch_ms: int, skew_ms: int = 0, drift_ppm: float = 0.0) -> None:
         self.epoch_ms, self.skew_ms, self.drift_ppm = epoch_ms, skew_ms, drift_ppm
-        self._last: tuple[int, Now] = (-1, Now(0, 0))
+        self._last_ms, self._last = -1, Now(0, 0)
 
     def at(self, now_us: int) -> Now:
         ms = now_us // US_PER_MS
-        if self._last[0] == ms:  # many inputs in one millisecond: one Now
-            return self._last[1]
+        if self._last_ms == ms:  # many inputs in one millisecond: one Now
+            return self._last
         now = Now(ms, self.epoch_ms + ms + self.skew_ms + int(self.drift_ppm * ms / 1_000_000))
-        self._last = (ms, now)
+        self._last_ms, self._last = ms, now
         return now
 
 
@@ -102,7 +102,6 @@ class Device:
         self.engine: Any = None
         self._flushing = False
         self._timer_at: int | None = None
-        self._via: str | None = None  # the link kind of the bytes being taken in
 
     # -- life ---------------------------------------------------------------------------------
 
@@ -180,15 +179,15 @@ class Device:
         self.pump()
 
     def on_data(self, end: End, data: bytes) -> None:
+        # With ``pump``, the hot path of every run: kept flat.
         if not self.up or self.ends.get(end.peer) is not end:
             return
-        self._via = end.conn.spec.kind
+        now = self.clock.at(self.loop.now)
         if self.timer is None:
-            self.engine.received(end, data, self.clock.at(self.loop.now))
+            self.engine.received(end, data, now)
         else:
-            self._call(self.engine.received, end, data, self.clock.at(self.loop.now))
-        self.pump()
-        self._via = None
+            self._call(self.engine.received, end, data, now)
+        self.pump(end.conn.spec.kind)
 
     def on_closed(self, end: End) -> None:
         if not self.up:
@@ -212,33 +211,46 @@ class Device:
 
     # -- the runtime's work ---------------------------------------------------------------------
 
-    def pump(self) -> None:
-        """Poll the engine, act on every effect, set the timer.
+    def pump(self, via: str | None = None) -> None:
+        """Poll the engine, act on every effect, set the timer. ``via``: the link kind of
+        the bytes just taken in, if any (what changes they applied arrived over).
 
         One poll is enough: nothing done here calls back into the engine (closes and
         flushes come back through the loop as inputs of their own)."""
         if not self.up:
             return
-        engine, loop, observer = self.engine, self.loop, self.observer
+        engine, loop = self.engine, self.loop
         effects = engine.poll() if self.timer is None else self._call(engine.poll)
         if effects.sends:
             send = self.network.send
             for end, data in effects.sends.items():
                 send(end, data)
-        for close in effects.closes:
-            self.network.close(close.peer)
-        for alert in effects.alerts:
-            observer.alert(self, alert, loop.now)
+        if effects.closes:
+            for close in effects.closes:
+                self.network.close(close.peer)
+        if effects.alerts:
+            for alert in effects.alerts:
+                self.observer.alert(self, alert, loop.now)
         if effects.applied:
-            via = self._via
+            applied = self.observer.applied
             for change in effects.applied:
-                observer.applied(self, change, via, loop.now)
-        for committed in effects.committed:
-            observer.acknowledged(self, committed, loop.now)
+                applied(self, change, via, loop.now)
+        if effects.committed:
+            for committed in effects.committed:
+                self.observer.acknowledged(self, committed, loop.now)
         if effects.flush and not self._flushing:
             self._flushing = True
             loop.after(self.flush_us, self._flush_done, self.epoch)
-        self._arm()
+        # The timer at next_deadline(), at least 0.1 ms on (a deadline already past runs next).
+        deadline = engine.next_deadline() if self.timer is None else self._call(engine.next_deadline)
+        if deadline is not None:
+            at = deadline * US_PER_MS
+            soonest = loop.now + US_PER_MS // 10
+            if at < soonest:
+                at = soonest
+            if self._timer_at is None or at < self._timer_at:
+                self._timer_at = at
+                loop.at(at, self._fire, at, self.epoch)
 
     def _flush_done(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -247,15 +259,6 @@ class Device:
         self._flushing = False
         self._call(self.engine.flushed, self.now())
         self.pump()
-
-    def _arm(self) -> None:
-        deadline = self.engine.next_deadline() if self.timer is None else self._call(self.engine.next_deadline)
-        if deadline is None:
-            return
-        at = max(deadline * US_PER_MS, self.loop.now + US_PER_MS // 10)
-        if self._timer_at is None or at < self._timer_at:
-            self._timer_at = at
-            self.loop.at(at, self._fire, at, self.epoch)
 
     def _fire(self, at: int, epoch: int) -> None:
         if epoch != self.epoch or self._timer_at != at:

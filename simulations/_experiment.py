@@ -163,11 +163,7 @@ def run_protocol(protocol: str, nodes: int, edges: list[tuple[int, int]], writes
     started = time.perf_counter()
     loop, trace, observer = Loop(), Trace(), _Bytes()
     devices: dict[str, Device] = {}
-    network = Network(loop, random.Random(derive_seed(seed, "network")), trace,
-                      on_connected=lambda end, initiator: devices[end.name].on_connected(end, initiator),
-                      on_data=lambda end, data: devices[end.name].on_data(end, data),
-                      on_closed=lambda end: devices[end.name].on_closed(end),
-                      is_up=lambda name: devices[name].up)
+    network = Network(loop, random.Random(derive_seed(seed, "network")), trace, devices)
     spec = LinkSpec("wan", latency_ms=latency_ms)
     neighbours: dict[int, list[str]] = {i: [] for i in range(nodes)}
     for a, b in edges:

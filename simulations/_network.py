@@ -17,14 +17,28 @@ dialer; each side is an ``End``, the peer handle its engine sees.
 
 from __future__ import annotations
 
+import heapq
 import random
 from dataclasses import dataclass
-from typing import Callable
+from math import log
+from typing import Callable, Mapping, Protocol
 
 from ._loop import US_PER_MS, Loop
-from ._trace import Trace
+from ._trace import DELIVER, SEND, Trace
 
-__all__ = ["LinkSpec", "End", "Connection", "Network"]
+__all__ = ["LinkSpec", "End", "Connection", "Network", "Node"]
+
+BATCH = Trace.BATCH
+
+
+class Node(Protocol):
+    """What the network needs of a device: whether it is up, and where its streams report."""
+
+    up: bool
+
+    def on_connected(self, end: "End", initiator: bool) -> None: ...
+    def on_data(self, end: "End", data: bytes) -> None: ...
+    def on_closed(self, end: "End") -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +62,11 @@ class LinkSpec:
 class End:
     """One side of a connection: the peer handle an engine is given."""
 
-    __slots__ = ("conn", "name", "peer", "side", "_hash")
+    __slots__ = ("conn", "name", "peer", "side", "node", "_hash")
 
-    def __init__(self, conn: "Connection", name: str, peer: str, side: int) -> None:
+    def __init__(self, conn: "Connection", name: str, peer: str, side: int, node: Node) -> None:
         self.conn, self.name, self.peer, self.side = conn, name, peer, side
+        self.node = node  # the device on this side, which hears what arrives here
         self._hash = conn.id * 2 + side  # not id(): dict and set order must not depend on memory
 
     def __hash__(self) -> int:
@@ -69,9 +84,9 @@ class Connection:
 
     __slots__ = ("id", "pair", "spec", "ends", "state", "next_free", "last_arrival", "held", "bytes", "opened_us", "ended")
 
-    def __init__(self, conn_id: int, a: str, b: str, spec: LinkSpec, now_us: int) -> None:
+    def __init__(self, conn_id: int, a: str, b: str, spec: LinkSpec, now_us: int, nodes: Mapping[str, Node]) -> None:
         self.id, self.pair, self.spec = conn_id, frozenset((a, b)), spec
-        self.ends = (End(self, a, b, 0), End(self, b, a, 1))
+        self.ends = (End(self, a, b, 0, nodes[a]), End(self, b, a, 1, nodes[b]))
         self.state = "open"  # open, closed (one side closed it), broken
         self.next_free = [0, 0]  # per direction: when the sender's link is free again (µs)
         self.last_arrival = [0, 0]  # per direction: FIFO
@@ -84,16 +99,14 @@ class Connection:
 class Network:
     """Links, the connections over them, and the partitions in force.
 
-    The owner passes the callbacks through which devices hear of their connections:
-    ``on_connected(end, initiator)``, ``on_data(end, data)``, ``on_closed(end)``, and
-    ``is_up(name)``.
+    ``nodes`` maps each device's name to its ``Node`` (the owner may fill it in later, but
+    before the first dial): each end of a connection keeps its node, so that delivering a
+    message is one call, with no lookup by name.
     """
 
-    def __init__(self, loop: Loop, rng: random.Random, trace: Trace, *,
-                 on_connected: Callable[[End, bool], None], on_data: Callable[[End, bytes], None],
-                 on_closed: Callable[[End], None], is_up: Callable[[str], bool]) -> None:
-        self.loop, self.rng, self.trace = loop, rng, trace
-        self.on_connected, self.on_data, self.on_closed, self.is_up = on_connected, on_data, on_closed, is_up
+    def __init__(self, loop: Loop, rng: random.Random, trace: Trace, nodes: Mapping[str, Node]) -> None:
+        self.loop, self.rng, self.trace, self.nodes = loop, rng, trace, nodes
+        self._pending = trace.pending  # message events go straight in here (``Trace.pending``)
         self.links: dict[frozenset, LinkSpec] = {}
         self.cuts: set[frozenset] = set()
         self.conns: dict[int, Connection] = {}
@@ -101,7 +114,16 @@ class Network:
         # A test may alter bytes in flight: tap(connection, direction, data) -> data.
         self.tap: Callable[[Connection, int, bytes], bytes] | None = None
         self.sent_messages = 0
-        self.kind_bytes: dict[str, int] = {}  # link kind -> bytes put on the wire
+        self._ended_bytes: dict[str, int] = {}  # link kind -> bytes of connections gone
+        self._arrive_handler = self._arrive  # one bound method, not one per message
+
+    @property
+    def kind_bytes(self) -> dict[str, int]:
+        """Bytes put on the wire so far, per link kind (``lan``, ``wan``)."""
+        totals = dict(self._ended_bytes)
+        for conn in self.conns.values():
+            totals[conn.spec.kind] = totals.get(conn.spec.kind, 0) + sum(conn.bytes)
+        return totals
 
     # -- topology -----------------------------------------------------------------------------
 
@@ -151,34 +173,40 @@ class Network:
         rtt = self.latency_us(spec) + self.latency_us(spec)
         if frozenset((a, b)) in self.cuts:
             self.loop.after(spec.connect_timeout_ms * US_PER_MS, on_fail)
-        elif not self.is_up(b):
+        elif not self.nodes[b].up:
             self.loop.after(rtt, on_fail)
         else:
             self.loop.after(rtt, self._open, a, b, spec, on_fail)
 
     def _open(self, a: str, b: str, spec: LinkSpec, on_fail: Callable[[], None]) -> None:
-        if not (self.is_up(a) and self.is_up(b)) or frozenset((a, b)) in self.cuts:
+        nodes = self.nodes
+        if not (nodes[a].up and nodes[b].up) or frozenset((a, b)) in self.cuts:
             on_fail()
             return
         self._next_id += 1
-        conn = Connection(self._next_id, a, b, spec, self.loop.now)
+        conn = Connection(self._next_id, a, b, spec, self.loop.now, nodes)
         self.conns[conn.id] = conn
         self.trace.event(self.loop.now, "open", conn.id, a, b)
-        self.on_connected(conn.ends[0], True)
+        first, second = conn.ends
+        first.node.on_connected(first, True)
         if conn.state == "open":
-            self.on_connected(conn.ends[1], False)
+            second.node.on_connected(second, False)
 
     def send(self, end: End, data: bytes) -> None:
-        # The hot path of every run: written out flat (one call, no helpers).
+        # The hot path of every run, with ``_arrive``: written out flat (no helpers).
         conn = end.conn
         if conn.state != "open":
             return  # the stream is gone; its end is reported to both sides
-        direction, size, spec, now = end.side, len(data), conn.spec, self.loop.now
+        direction = end.side
+        size = len(data)
+        spec = conn.spec
+        now = self.loop.now
         conn.bytes[direction] += size
-        kind_bytes = self.kind_bytes
-        kind_bytes[spec.kind] = kind_bytes.get(spec.kind, 0) + size
         self.sent_messages += 1
-        self.trace.event(now, "send", conn.id, direction, data=data)
+        pending = self._pending
+        pending.append((now, SEND, conn.id, direction, size))
+        if len(pending) >= BATCH:
+            self.trace.drain()
         if spec.loss > 0 and self.rng.random() < spec.loss:
             self.trace.event(now, "lost", conn.id, direction)
             self.abort(conn)
@@ -190,26 +218,37 @@ class Network:
             free += size * 8_000 // spec.bandwidth_kbps
         conn.next_free[direction] = free
         latency = spec.latency_ms
-        if spec.jitter_ms > 0:
-            latency += self.rng.expovariate(1.0 / spec.jitter_ms)
+        if spec.jitter_ms > 0:  # an exponential tail of mean jitter_ms (expovariate, written out)
+            latency -= log(1.0 - self.rng.random()) * spec.jitter_ms
         arrival = free + int(latency * US_PER_MS)
         if arrival < conn.last_arrival[direction]:
             arrival = conn.last_arrival[direction]
         conn.last_arrival[direction] = arrival
-        self.loop.at(arrival, self._arrive, conn, direction, data)
+        loop = self.loop  # loop.at(arrival, ...) without the call: arrival >= now
+        heapq.heappush(loop.queue, (arrival, loop.next_seq(), self._arrive_handler, (conn, direction, data)))
 
     def _schedule(self, conn: Connection, direction: int, data: bytes | None, wire_us: int) -> None:
         arrival = max(self.loop.now + wire_us + self.latency_us(conn.spec), conn.last_arrival[direction])
         conn.last_arrival[direction] = arrival
-        self.loop.at(arrival, self._arrive, conn, direction, data)
+        self.loop.at(arrival, self._arrive_handler, conn, direction, data)
 
     def _arrive(self, conn: Connection, direction: int, data: bytes | None) -> None:
+        # The other half of the hot path: delivery (``_deliver``) written out for data.
         if conn.state == "broken":
             return
-        if conn.pair in self.cuts or conn.held[direction]:
-            conn.held[direction].append(data)  # behind a cut, or behind bytes held by one: in order
+        held = conn.held[direction]
+        if held or (self.cuts and conn.pair in self.cuts):
+            held.append(data)  # behind a cut, or behind bytes held by one: in order
             return
-        self._deliver(conn, direction, data)
+        if data is None or self.tap is not None:
+            self._deliver(conn, direction, data)
+            return
+        pending = self._pending
+        pending.append((self.loop.now, DELIVER, conn.id, direction, 0))
+        if len(pending) >= BATCH:
+            self.trace.drain()
+        receiver = conn.ends[1 - direction]
+        receiver.node.on_data(receiver, data)
 
     def _drain(self, conn: Connection, direction: int) -> None:
         """After a heal: deliver what was held, in order (and what queued behind it)."""
@@ -224,8 +263,11 @@ class Network:
             return
         if self.tap is not None:
             data = self.tap(conn, direction, data)
-        self.trace.event(self.loop.now, "deliver", conn.id, direction)
-        self.on_data(receiver, data)
+        pending = self._pending
+        pending.append((self.loop.now, DELIVER, conn.id, direction, 0))  # as ``_arrive`` records it
+        if len(pending) >= BATCH:
+            self.trace.drain()
+        receiver.node.on_data(receiver, data)
 
     def close(self, end: End) -> None:
         """``end``'s owner closes the stream: it ends here now, and on the other side once
@@ -264,6 +306,6 @@ class Network:
         if ended[end.side]:
             return
         ended[end.side] = True
-        if all(ended):
-            self.conns.pop(conn.id, None)
-        self.on_closed(end)
+        if all(ended) and self.conns.pop(conn.id, None) is not None:
+            self._ended_bytes[conn.spec.kind] = self._ended_bytes.get(conn.spec.kind, 0) + sum(conn.bytes)
+        end.node.on_closed(end)

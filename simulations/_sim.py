@@ -84,11 +84,8 @@ class Simulation:
         self.loop = Loop()
         self.trace = Trace()
         self.metrics = Metrics()
-        self.network = Network(self.loop, random.Random(derive_seed(seed, "network")), self.trace,
-                               on_connected=lambda end, initiator: self.devices[end.name].on_connected(end, initiator),
-                               on_data=lambda end, data: self.devices[end.name].on_data(end, data),
-                               on_closed=lambda end: self.devices[end.name].on_closed(end),
-                               is_up=lambda name: self.devices[name].up)
+        self.devices: dict[str, Device] = {}
+        self.network = Network(self.loop, random.Random(derive_seed(seed, "network")), self.trace, self.devices)
         self.faults_rng = random.Random(derive_seed(seed, "faults"))
         self.workload_rng = random.Random(derive_seed(seed, "workload"))
         self.dial_rng = random.Random(derive_seed(seed, "dial"))
@@ -102,7 +99,6 @@ class Simulation:
         self.dial_policy = DialPolicy(dial["base_ms"], dial["cap_ms"])
         self.timer = time.perf_counter if measure_engine else None
         self.authority = Authority.create(seeded(derive_seed(seed, "authority")), T0)
-        self.devices: dict[str, Device] = {}
         self.anchor_names: list[str] = []
         self.branches: list[str] = []
         self._skews = {s["device"]: s for s in scenario.lists["skew"]}

@@ -14,35 +14,49 @@ sizes and the timing are what a run reproduces exactly.
 from __future__ import annotations
 
 import hashlib
+import marshal
 
-__all__ = ["Trace"]
+__all__ = ["Trace", "SEND", "DELIVER"]
+
+# The two events of every message are recorded as flat tuples of ints (time, kind,
+# connection, direction, size) and hashed in batches through marshal: a fraction of a
+# repr's cost per event, and these are most of a run's events. Format version 2 writes
+# no back-references (version 3 and later mark objects by their reference count, which
+# is not part of a run), so the same events give the same bytes.
+SEND, DELIVER = 1, 2
+_MARSHAL_VERSION = 2
 
 
 class Trace:
-    """Feed events in with ``event``; ``hexdigest()`` at the end."""
+    """Feed events in with ``event`` (or, for messages, append to ``pending``); ``hexdigest()`` at the end."""
 
-    __slots__ = ("_hash", "_pending", "events")
+    __slots__ = ("_hash", "pending", "events")
 
-    BATCH = 4096  # events hashed together: one repr and one update per batch, not per event
+    BATCH = 4096  # events hashed together: one update per batch, not per event
 
     def __init__(self) -> None:
         self._hash = hashlib.blake2b(digest_size=32, person=b"tillmesh-sim")
-        self._pending: list[tuple] = []
+        # Message events not hashed yet: the network's hot path appends its tuples here
+        # itself and calls ``drain`` once BATCH are waiting. Emptied in place, never replaced.
+        self.pending: list[tuple[int, ...]] = []
         self.events = 0
 
     def event(self, now_us: int, kind: str, *fields: object, data: bytes = b"") -> None:
         """One event: its time, kind and fields (ints, strings and tuples of them: things
-        with a stable ``repr``), and the size of the bytes it carried, if any."""
-        pending = self._pending
-        pending.append((now_us, kind, fields, len(data)))
-        if len(pending) >= 4096:  # BATCH
-            self._drain()
+        with a stable ``repr``), and the size of the bytes it carried, if any. Rarer than
+        messages: hashed at once, after the message events before it."""
+        self.drain()
+        self.events += 1
+        self._hash.update(repr((now_us, kind, fields, len(data))).encode())
 
-    def _drain(self) -> None:
-        self.events += len(self._pending)
-        self._hash.update(repr(self._pending).encode())
-        self._pending = []
+    def drain(self) -> None:
+        pending = self.pending
+        if not pending:
+            return
+        self.events += len(pending)
+        self._hash.update(marshal.dumps(pending, _MARSHAL_VERSION))
+        pending.clear()
 
     def hexdigest(self) -> str:
-        self._drain()
+        self.drain()
         return self._hash.copy().hexdigest()

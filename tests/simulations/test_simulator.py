@@ -537,6 +537,38 @@ def test_sweep_refuses_bad_values_and_executors():
 
 # --- 6. the network and the loop ----------------------------------------------------------------
 
+class _Listener:
+    """One device on a Wire: it records what it hears there."""
+
+    def __init__(self, wire: "Wire", name: str) -> None:
+        self.wire, self.name = wire, name
+
+    @property
+    def up(self) -> bool:
+        return self.name not in self.wire.down
+
+    def on_connected(self, end, initiator: bool) -> None:
+        self.wire.connected.append((end, initiator))
+
+    def on_data(self, end, data: bytes) -> None:
+        self.wire.received.setdefault(hash(end), []).append((self.wire.loop.now, data))
+
+    def on_closed(self, end) -> None:
+        self.wire.closed.append(end)
+
+
+class _Listeners(dict):
+    """A listener for every name asked for."""
+
+    def __init__(self, wire: "Wire") -> None:
+        super().__init__()
+        self.wire = wire
+
+    def __missing__(self, name: str) -> _Listener:
+        listener = self[name] = _Listener(self.wire, name)
+        return listener
+
+
 class Wire:
     """A network of named devices for the model tests, recording what each end hears."""
 
@@ -547,10 +579,7 @@ class Wire:
         self.closed: list = []
         self.connected: list = []
         self.down: set[str] = set()
-        self.net = Network(self.loop, random.Random(seed), self.trace,
-                           on_connected=lambda end, initiator: self.connected.append((end, initiator)),
-                           on_data=lambda end, data: self.received.setdefault(hash(end), []).append((self.loop.now, data)),
-                           on_closed=self.closed.append, is_up=lambda name: name not in self.down)
+        self.net = Network(self.loop, random.Random(seed), self.trace, _Listeners(self))
 
     def connect(self, a: str, b: str, spec: LinkSpec):
         self.net.link(a, b, spec)
