@@ -9,7 +9,7 @@ and ``flushed`` once the store is durable) and pulls ``poll() -> Effects``;
 
 from ._config import EngineConfig
 from ._engine import MAX_PEERS, Engine
-from ._enrollment import MAX_TOKEN_BYTES, TOKEN_PREFIX, Authority, import_token
+from ._enrollment import MAX_TOKEN_BYTES, TOKEN_PREFIX, Authority, import_token, import_tokens
 from ._entry import MAX_ENTRY_BYTES, Entry
 from ._errors import (
     BadSignature,
@@ -59,7 +59,7 @@ __all__ = [
     "Committed", "Close", "CloseReason", "AckChange", "AckLevel", "AckSummary", "PeerStatus", "Status",
     "SessionState",
     # who may take part
-    "Authority", "import_token", "TOKEN_PREFIX", "MAX_TOKEN_BYTES", "Keyring", "DeviceKey", "Certificate",
+    "Authority", "import_token", "import_tokens", "TOKEN_PREFIX", "MAX_TOKEN_BYTES", "Keyring", "DeviceKey", "Certificate",
     "Revocation", "network_id_for", "AUTHORITY_NUMBER", "ROLES",
     # what may be written, and where rights requests live
     "Policy", "Rule", "ALLOW_ALL", "writes_only_own_slots", "income_is_known", "EscrowKeys",

@@ -36,7 +36,7 @@ from ._identity import (
 )
 from ._keyring import MAX_CONTROL_RECORD_BYTES, Keyring
 
-__all__ = ["Authority", "import_token", "TOKEN_PREFIX", "MAX_TOKEN_BYTES"]
+__all__ = ["Authority", "import_token", "import_tokens", "TOKEN_PREFIX", "MAX_TOKEN_BYTES"]
 
 TOKEN_PREFIX = "tillmesh1:"
 # A token carries the authority feed so far: ~300 bytes per enrolled device and epoch.
@@ -226,16 +226,9 @@ class Authority:
         return TOKEN_PREFIX + base64.urlsafe_b64encode(payload).decode("ascii").rstrip("=")
 
 
-def import_token(token: Any, device: DeviceKey | None) -> tuple[Keyring, Certificate, list[Entry]]:
-    """Turn an enrollment token into a working keyring for ``device``.
-
-    Returns:
-        The keyring (with the authority feed applied), this device's certificate, and the
-        authority feed entries (to seed the device's FeedStore).
-    Raises:
-        MalformedData: not a token, or any part malformed or wrongly signed.
-        WrongNetwork / BadSignature: the certificate is not the authority's for this network.
-    """
+def _read_token(token: Any, device: DeviceKey | None) -> tuple[bytes, bytes, Certificate, list[Any]]:
+    """The parts of a token, checked for shape (not yet for signatures): authority key,
+    network key, certificate, authority feed."""
     if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):
         raise MalformedData(f"a token is a string starting with {TOKEN_PREFIX!r}")
     text = token[len(TOKEN_PREFIX):]
@@ -257,9 +250,58 @@ def import_token(token: Any, device: DeviceKey | None) -> tuple[Keyring, Certifi
         raise MalformedData("token: the certificate field holds another record")
     if device is not None and cert.device_key != device.public:
         raise WrongNetwork("token: the certificate is for another device key")
+    return authority_key, network_key, cert, feed
+
+
+def _check_holds(keyring: Keyring, cert: Certificate) -> None:
+    if keyring.certificates.get(cert.number) != cert:
+        raise MalformedData("token: the authority feed does not contain the device's certificate")
+
+
+def import_token(token: Any, device: DeviceKey | None) -> tuple[Keyring, Certificate, list[Entry]]:
+    """Turn an enrollment token into a working keyring for ``device``.
+
+    Returns:
+        The keyring (with the authority feed applied), this device's certificate, and the
+        authority feed entries (to seed the device's FeedStore).
+    Raises:
+        MalformedData: not a token, or any part malformed or wrongly signed.
+        WrongNetwork / BadSignature: the certificate is not the authority's for this network.
+    """
+    authority_key, network_key, cert, feed = _read_token(token, device)
     keyring = Keyring(authority_key, network_key, device, cert.number)
     cert.verify(authority_key, keyring.network_id)
     entries = verify_authority_feed(keyring, feed)
-    if keyring.certificates.get(cert.number) != cert:
-        raise MalformedData("token: the authority feed does not contain the device's certificate")
+    _check_holds(keyring, cert)
     return keyring, cert, entries
+
+
+def import_tokens(pairs: Iterable[tuple[Any, DeviceKey]]) -> list[tuple[Keyring, Certificate, list[Entry]]]:
+    """``import_token`` for many devices of one network at once (an installer setting up a
+    whole shop, a simulation setting up a chain): the same results, in order, but an
+    authority feed that several tokens carry byte for byte is verified once, not once per
+    token. Each token's own certificate and its device's key grants are still checked.
+
+    Raises:
+        What ``import_token`` raises, for the first bad token (nothing is returned then).
+    """
+    verified: dict[tuple, tuple[Keyring, list[Entry], dict[int, list[EpochKeyGrant]]]] = {}
+    out = []
+    for token, device in pairs:
+        authority_key, network_key, cert, feed = _read_token(token, device)
+        known = (authority_key, network_key, tuple(feed))  # the exact bytes: nothing else is trusted
+        if known not in verified:
+            verifier = Keyring(authority_key, network_key)  # no device: it opens no grant
+            records: list[Any] = []
+            entries = verify_authority_feed(verifier, feed, records=records)
+            grants: dict[int, list[EpochKeyGrant]] = {}
+            for record in records:
+                if isinstance(record, EpochKeyGrant):
+                    grants.setdefault(record.number, []).append(record)
+            verified[known] = (verifier, entries, grants)
+        verifier, entries, grants = verified[known]
+        keyring = verifier.enrolled_as(device, cert.number, grants.get(cert.number, ()))
+        cert.verify(authority_key, keyring.network_id)
+        _check_holds(keyring, cert)
+        out.append((keyring, cert, list(entries)))
+    return out

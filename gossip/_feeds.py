@@ -209,8 +209,9 @@ def _is_relay(keyring: Keyring) -> bool:
     return cert is None or cert.is_relay
 
 
-def verify_authority_feed(keyring: Keyring, feed: list[Any]) -> list[Entry]:
-    """Verify an authority feed (a list of encoded entries) from seq 1 and apply it to ``keyring``."""
+def verify_authority_feed(keyring: Keyring, feed: list[Any], *, records: list[Any] | None = None) -> list[Entry]:
+    """Verify an authority feed (a list of encoded entries) from seq 1 and apply it to
+    ``keyring``; the control records it held are appended to ``records``, if given."""
     entries = []
     prev = GENESIS_HASH
     for seq, data in enumerate(feed, start=1):
@@ -218,7 +219,9 @@ def verify_authority_feed(keyring: Keyring, feed: list[Any]) -> list[Entry]:
         if entry.origin != AUTHORITY_NUMBER or entry.seq != seq or entry.prev_hash != prev:
             raise MalformedData(f"authority feed: entry {seq} is out of place")
         verify_signature(keyring.authority_key, entry.signed_bytes(), entry.signature, f"authority entry {seq}")
-        keyring.apply_control_entry(entry)
+        record = keyring.apply_control_entry(entry)
+        if records is not None:
+            records.append(record)
         prev = entry.hash
         entries.append(entry)
     return entries

@@ -12,6 +12,7 @@ on some nodes and refused on others. The admin side, which writes the feed, is
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from crdt_types import InvalidInput
@@ -60,6 +61,37 @@ class Keyring:
         self._epoch_keys: dict[int, bytes] = {}
         self.current_epoch: int | None = None
         self.authority_seq = 0  # authority-feed entries applied, in order
+
+    def copy(self) -> "Keyring":
+        """An independent keyring in the same state (records are immutable: shared)."""
+        return self._copy(self.device, self.number)
+
+    def enrolled_as(self, device: DeviceKey, number: int, grants: Iterable[EpochKeyGrant]) -> "Keyring":
+        """This keyring's view of the network for ``device``, enrolled as ``number``: a copy
+        holding that device, with the epoch keys of ``grants`` opened. The grants are
+        verified (``apply_control``); the rest of the state is this keyring's, already
+        verified, which is why only a keyring that opens no grants itself (no device of its
+        own) may be copied this way.
+
+        Raises:
+            InvalidInput: this keyring has a device of its own.
+            BadSignature / MalformedData: a grant that does not verify or does not open.
+        """
+        if self.device is not None:
+            raise InvalidInput("only a keyring without a device of its own can be enrolled as another")
+        twin = self._copy(device, number)
+        for grant in grants:
+            twin.apply_control(grant)
+        return twin
+
+    def _copy(self, device: DeviceKey | None, number: int | None) -> "Keyring":
+        twin = Keyring(self.authority_key, self._network_key, device, number)
+        twin.certificates = dict(self.certificates)
+        twin.revocations = dict(self.revocations)
+        twin._epoch_keys = dict(self._epoch_keys)
+        twin.current_epoch = self.current_epoch
+        twin.authority_seq = self.authority_seq
+        return twin
 
     @property
     def network_key(self) -> bytes:

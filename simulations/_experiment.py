@@ -32,12 +32,11 @@ the network carried; metadata is the total less the payload.
 
 from __future__ import annotations
 
-import copy
 import random
 import time
 from typing import Any, Callable
 
-from gossip import Authority, DeviceKey, Engine, EngineConfig, MemoryFeedStore, import_token
+from gossip import Authority, DeviceKey, Engine, EngineConfig, MemoryFeedStore, import_tokens
 from gossip.testing import T0, seeded
 
 from node.pos import POS_ESCROW, POS_POLICY, POS_SCHEMA
@@ -264,8 +263,8 @@ def _tillmesh_makers(nodes: int, sync_interval_ms: int, seed: int) -> list[tuple
                                         now_ms=T0).number)
     config = EngineConfig(have_interval_ms=sync_interval_ms)
     makers = []
-    for i in range(nodes):
-        keyring, cert, feed = import_token(authority.token(numbers[i]), keys[i])
+    imported = import_tokens((authority.token(numbers[i]), keys[i]) for i in range(nodes))
+    for i, (keyring, cert, feed) in enumerate(imported):
         store = MemoryFeedStore()
         for entry in feed:
             store.append(entry.origin, entry.seq, entry.hash, entry.encode())
@@ -273,7 +272,7 @@ def _tillmesh_makers(nodes: int, sync_interval_ms: int, seed: int) -> list[tuple
         random_bytes = seeded(derive_seed(seed, f"engine {_name(i)}"))
 
         def make(store: Any, now: Any, keyring=keyring, random_bytes=random_bytes) -> Engine:
-            return Engine(copy.deepcopy(keyring), store, random_bytes=random_bytes, now=now, policy=POS_POLICY,
+            return Engine(keyring.copy(), store, random_bytes=random_bytes, now=now, policy=POS_POLICY,
                           schema=POS_SCHEMA, escrow=POS_ESCROW, config=config)
 
         makers.append((cert.number, make, store))

@@ -11,14 +11,13 @@ raw figures for plots.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from gossip import Authority, EngineConfig, Engine, Entry, MemoryFeedStore, import_token
+from gossip import Authority, EngineConfig, Engine, Entry, MemoryFeedStore, import_token, import_tokens
 from gossip.testing import T0, seeded
 from gossip import DeviceKey
 
@@ -133,13 +132,18 @@ class Simulation:
             keys[name] = DeviceKey.generate(key_random)
             numbers[name] = self.authority.enroll(keys[name].public, name=name, branch=branch, roles=roles,
                                                   now_ms=T0).number
-        for name, branch, roles in plan:
-            self._add_device(name, branch, roles, keys[name], numbers[name])
+        # Every device verifies its token, as an installer would; the feed all of them
+        # carry is verified once (import_tokens), not once per device: at a thousand
+        # devices that was most of the set-up.
+        tokens = ((self.authority.token(numbers[name]), keys[name]) for name, _, _ in plan)
+        for (name, branch, roles), imported in zip(plan, import_tokens(tokens)):
+            self._add_device(name, branch, roles, imported)
         self.anchor_names = [name for name, _, roles in plan if "relay" in roles]
         self._link_all()
 
-    def _add_device(self, name: str, branch: str, roles: tuple[str, ...], key: Any, number: int) -> Device:
-        keyring, cert, feed = import_token(self.authority.token(number), key)
+    def _add_device(self, name: str, branch: str, roles: tuple[str, ...], imported: tuple) -> Device:
+        """``imported``: what ``import_token`` gave for the device's token."""
+        keyring, cert, feed = imported
         store = self.store_factory()
         for entry in feed:
             store.append(entry.origin, entry.seq, entry.hash, entry.encode())
@@ -150,7 +154,7 @@ class Simulation:
         def make_engine(store: Any, now: Any, keyring=keyring) -> Engine:
             # Each boot gets the keyring as the token gave it; later authority entries come
             # from the store, as on a real device.
-            return Engine(copy.deepcopy(keyring), store, random_bytes=random_bytes, now=now, policy=POS_POLICY,
+            return Engine(keyring.copy(), store, random_bytes=random_bytes, now=now, policy=POS_POLICY,
                           schema=POS_SCHEMA, escrow=POS_ESCROW, config=config)
 
         skew = self._skews.get(name, {"skew_ms": 0, "drift_ppm": 0.0})
@@ -230,7 +234,7 @@ class Simulation:
         key = DeviceKey.generate(seeded(derive_seed(self.scenario.seed, f"key {name}")))
         now_ms = T0 + self.loop.now // 1000
         number = self.authority.enroll(key.public, name=name, branch=branch, roles=roles, now_ms=now_ms).number
-        device = self._add_device(name, branch, roles, key, number)
+        device = self._add_device(name, branch, roles, import_token(self.authority.token(number), key))
         b_index = self.branches.index(branch)
         for other in [d.name for d in self.devices.values() if d.branch == branch and d.name != name]:
             self._link(name, other, self.lan)

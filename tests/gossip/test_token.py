@@ -23,6 +23,7 @@ from gossip import (
     MemoryFeedStore,
     WrongNetwork,
     import_token,
+    import_tokens,
 )
 from gossip._feeds import Feeds
 from gossip._identity import sign_record
@@ -304,3 +305,83 @@ def test_fuzz_token_fields(index, value):
     result = _import(token_of(payload), SETUP.member_key)
     if result is not None:
         assert result[1] == SETUP.net.authority.keyring.certificates[SETUP.member]
+
+
+# -- many tokens at once (import_tokens) ---------------------------------------------------
+
+
+def _state(keyring) -> tuple:
+    epochs = range((keyring.current_epoch or 0) + 1)
+    return (keyring.number, keyring.device.public if keyring.device else None, keyring.certificates,
+            keyring.revocations, keyring.current_epoch, keyring.authority_seq, keyring.is_member,
+            [keyring.epoch_key(e) for e in epochs], keyring.network_key, keyring.network_id)
+
+
+class RevokedSetup(Setup):
+    """Three devices, then the third revoked: two epochs, the second not granted to it."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=9)
+        self.net.authority.revoke(self.other, 0, T0)
+        self.pairs = [(self.net.authority.token(n), key) for n, key in
+                      ((self.member, self.member_key), (self.relay, self.relay_key), (self.other, self.other_key))]
+
+
+REVOKED = RevokedSetup()
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(0, 2), min_size=1, max_size=6))
+def test_import_tokens_gives_what_import_token_gives(order):
+    pairs = [REVOKED.pairs[i] for i in order]
+    together = import_tokens(pairs)
+    assert len(together) == len(pairs)
+    for (token, key), (keyring, cert, entries) in zip(pairs, together):
+        alone_keyring, alone_cert, alone_entries = import_token(token, key)
+        assert _state(keyring) == _state(alone_keyring)
+        assert cert == alone_cert
+        assert [e.encode() for e in entries] == [e.encode() for e in alone_entries]
+    revoked = [k for (_, key), (k, _, _) in zip(pairs, together) if key is REVOKED.other_key]
+    assert all(k.epoch_key(1) is None and k.epoch_key(0) is not None for k in revoked)
+
+
+def test_import_tokens_verifies_a_feed_they_share_once(monkeypatch):
+    import gossip._feeds as feeds
+
+    checked = []
+    real = feeds.verify_signature
+    monkeypatch.setattr(feeds, "verify_signature", lambda *a: (checked.append(a[3]), real(*a))[1])
+    import_tokens(REVOKED.pairs)
+    assert len(checked) == len(REVOKED.net.authority.feed)
+    checked.clear()
+    for token, key in REVOKED.pairs:
+        import_token(token, key)
+    assert len(checked) == 3 * len(REVOKED.net.authority.feed)
+
+
+def test_import_tokens_refuses_a_forged_token_after_good_ones(setup):
+    good = [(setup.member_token, setup.member_key), (setup.relay_token, setup.relay_key)]
+    payload = payload_of(setup.net.authority.token(setup.other))
+    feed = payload[4]
+    entry = Entry.decode(feed[2])
+    payload[4] = [*feed[:2], replace(entry, signature=setup.member_key.sign(entry.signed_bytes())).encode(), *feed[3:]]
+    with pytest.raises(BadSignature):  # a feed that differs in one byte is verified afresh
+        import_tokens([*good, (token_of(payload), setup.other_key)])
+    payload = payload_of(setup.net.authority.token(setup.other))
+    cert = setup.net.authority.keyring.certificates[setup.other]
+    payload[3] = sign_record(cert, setup.member_key).to_wire()
+    with pytest.raises(BadSignature):  # the same feed, but the token's own certificate forged
+        import_tokens([*good, (token_of(payload), setup.other_key)])
+    with pytest.raises(WrongNetwork):
+        import_tokens([*good, (setup.member_token, setup.other_key)])
+
+
+def test_keyring_copy_is_independent_and_enrolled_as_needs_a_verifier(setup):
+    keyring, _, _ = import_token(setup.member_token, setup.member_key)
+    twin = keyring.copy()
+    assert _state(twin) == _state(keyring)
+    twin.certificates.clear()
+    twin.revocations[99] = 1
+    assert keyring.certificates and 99 not in keyring.revocations
+    with pytest.raises(InvalidInput):
+        keyring.enrolled_as(setup.other_key, setup.other, ())
