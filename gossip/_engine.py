@@ -553,6 +553,9 @@ class Engine:
     def _taken(self, batch: Batch, now: Now) -> None:
         """What every intake does with what it took in, whoever sent it."""
         self._alerts += batch.alerts
+        if batch.fresh():
+            for session in self._sessions.values():
+                session.stored(now.mono_ms)
         for origin, seq in batch.forks:
             self._drop_after(origin, seq - 1, now)
         for result in batch.fresh():

@@ -215,6 +215,10 @@ class Session:
         self._greeting_deadline: int | None = None
         self._next_have_ms = 0
         self._haves_sent = 0
+        # Whether entries were stored since our last periodic have: if not, the next
+        # non-full have would name nothing (everything we hold is told), so its slot is
+        # skipped without waking; the full haves keep their times.
+        self._untold = False
         self._ping_sent_ms: int | None = None
         self._ping_counter = 0
         self._push_due_ms: int | None = None
@@ -244,12 +248,17 @@ class Session:
         if self.state is SessionState.GREETING:
             return self._greeting_deadline
         if self.state is SessionState.LIVE:
-            deadlines = [self._next_have_ms, self.last_heard_ms + self.config.ping_timeout_ms]
-            if self._push_due_ms is not None:
-                deadlines.append(self._push_due_ms)
+            config = self.config
+            due = self._next_have_ms
+            if not self._untold:  # the next slot that says something is the next full have
+                due += (-(self._haves_sent + 1)) % config.full_have_every * config.have_interval_ms
+            heard = self.last_heard_ms
+            due = min(due, heard + config.ping_timeout_ms)
             if self._ping_sent_ms is None:
-                deadlines.append(self.last_heard_ms + self.config.ping_interval_ms)
-            return min(deadlines)
+                due = min(due, heard + config.ping_interval_ms)
+            if self._push_due_ms is not None and self._push_due_ms < due:
+                due = self._push_due_ms
+            return due
         return None
 
     def status(self) -> PeerStatus:
@@ -312,12 +321,21 @@ class Session:
 
     def push(self, mono_ms: int) -> None:
         """New entries are stored: stream them now, or after the configured delay."""
+        self.stored(mono_ms)
         if self.state is not SessionState.LIVE:
             return
         if self.config.push_delay_ms <= 0:
             self._stream()
         elif self._push_due_ms is None:
             self._push_due_ms = mono_ms + self.config.push_delay_ms
+
+    def stored(self, mono_ms: int) -> None:
+        """Entries were stored (from anyone) at ``mono_ms``: the next periodic have slot may
+        name them (an ack the peer waits for) and stream them (what is not forwarded
+        eagerly goes then), so it is kept, not skipped. Slots before now passed empty."""
+        if not self._untold and self.state is SessionState.LIVE:
+            self._skip_empty_slots(mono_ms)
+        self._untold = True
 
     def send_evidence(self, entries: tuple[bytes, ...]) -> None:
         """Hand the peer a fork's two entries: whichever it holds, the other proves the fork."""
@@ -440,12 +458,24 @@ class Session:
         if self._push_due_ms is not None and mono_ms >= self._push_due_ms:
             self._push_due_ms = None
             self._stream()
+        if not self._untold:
+            self._skip_empty_slots(mono_ms)
         if mono_ms >= self._next_have_ms:
             self._haves_sent += 1
             full = self._haves_sent % config.full_have_every == 0
+            self._untold = False
             self._send_have(full=full, with_heads=full)
             self._next_have_ms = mono_ms + self._have_interval()
             self._stream()
+
+    def _skip_empty_slots(self, mono_ms: int) -> None:
+        """Periodic have slots up to ``mono_ms`` whose have would have named nothing pass
+        without one (``next_deadline`` did not wake us for them), counted as if they had
+        been sent, so that the full have keeps its place; the full have is never skipped."""
+        config = self.config
+        while mono_ms >= self._next_have_ms and (self._haves_sent + 1) % config.full_have_every:
+            self._haves_sent += 1
+            self._next_have_ms += config.have_interval_ms
 
     def _have_interval(self) -> int:
         interval = self.config.have_interval_ms

@@ -723,11 +723,33 @@ def test_limits_fit_together() -> None:
 # --- time: pings, timeouts, periodic haves ----------------------------------------------------
 
 
-def test_next_deadline_is_the_first_periodic_have() -> None:
+def test_an_idle_session_wakes_only_for_pings_and_full_haves() -> None:
+    # Nothing stored since the last have: a non-full have would name nothing, so its slot
+    # passes without a wake-up; the ping and the full have (every 6th slot) keep theirs.
     _, p = pair(config=STEADY)
-    assert p.a.next_deadline() == T0 + STEADY.have_interval_ms
-    p.a.tick(T0 + STEADY.have_interval_ms)
-    assert p.a.next_deadline() == T0 + 2 * STEADY.have_interval_ms
+    interval, full_every = STEADY.have_interval_ms, STEADY.full_have_every
+    assert p.a.next_deadline() == T0 + STEADY.ping_interval_ms
+    sent = record_frames(p.a, "b")
+    wakes, now = [], T0
+    while (now := p.a.next_deadline()) <= T0 + 2 * full_every * interval:
+        wakes.append(now - T0)
+        p.a.tick(now)
+        p.exchange(now)
+    full_slots = [k * full_every * interval for k in (1, 2)]
+    assert set(full_slots) <= set(wakes)
+    assert all(w in full_slots or w % STEADY.ping_interval_ms == 0 for w in wakes), wakes
+    haves = frames_of(sent, "have")
+    assert len(haves) == 2 and all(h[2] for h in haves)  # the two full haves, nothing else
+
+
+def test_entries_stored_bring_the_next_have_slot_back() -> None:
+    _, p = pair(config=STEADY)
+    interval = STEADY.have_interval_ms
+    p.a.commit([("add", ("stock", "central", "sku-1"), 5)], T0 + 1)
+    p.a.flushed(T0 + 1)
+    p.exchange(T0 + 1)
+    # b stored a's entry: its next slot (5 s) is due again, as before any skipping.
+    assert p.b.next_deadline() == T0 + interval
 
 
 def test_periodic_haves_are_jittered_within_half_an_interval() -> None:
@@ -738,13 +760,12 @@ def test_periodic_haves_are_jittered_within_half_an_interval() -> None:
     for name in "bcdefgh":
         net.connect("a", name, T0)
     a = net.engines["a"]
-    # Each live session's next deadline is its first periodic have (the ping is further off).
-    due = [session_of(a, name).next_deadline() - T0 for name in "bcdefgh"]
-    assert all(session_of(a, name)._next_have_ms - T0 == d for name, d in zip("bcdefgh", due))
+    # Each live session's first periodic have slot (the full have's slot follows from it).
+    due = [session_of(a, name)._next_have_ms - T0 for name in "bcdefgh"]
     interval = CONFIG.have_interval_ms
     assert all(interval // 2 <= d < interval // 2 + interval for d in due)
     assert len(set(due)) > 1, "peers that connected together are not all due at once"
-    assert a.next_deadline() == T0 + min(due)
+    assert a.next_deadline() == min(session_of(a, name).next_deadline() for name in "bcdefgh")
 
 
 def test_a_quiet_peer_is_pinged_and_its_pong_clears_the_ping() -> None:
