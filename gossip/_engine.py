@@ -284,18 +284,36 @@ class Engine:
     def poll(self) -> Effects:
         """Everything to do now; each effect is handed out once."""
         sends = {}
-        for session in [*self._sessions.values(), *self._closing]:
+        for session in self._sessions.values():
             data = session.data_to_send()
             if data:
                 sends[session.peer] = data
-        self._closing = []
+        if self._closing:
+            for session in self._closing:
+                data = session.data_to_send()
+                if data:
+                    sends[session.peer] = data
+            self._closing = []
         applier = self._applier
-        effects = Effects(sends, tuple(self._closes), tuple(self._alerts + (applier.alerts if applier else [])),
-                          tuple(applier.changes if applier else ()), tuple(self._committed), tuple(self._acks_out),
-                          self._store.dirty)
-        self._closes, self._alerts, self._committed, self._acks_out = [], [], [], []
+        alerts, changes = self._alerts, ()
         if applier is not None:
-            applier.alerts, applier.changes = [], []
+            if applier.alerts:
+                alerts = alerts + applier.alerts
+                applier.alerts = []
+            if applier.changes:
+                changes, applier.changes = applier.changes, []
+        # Most polls have nothing but bytes (or nothing at all): lists are replaced only
+        # when they held something.
+        effects = Effects(sends, tuple(self._closes), tuple(alerts), tuple(changes), tuple(self._committed),
+                          tuple(self._acks_out), self._store.dirty)
+        if self._closes:
+            self._closes = []
+        if self._alerts:
+            self._alerts = []
+        if self._committed:
+            self._committed = []
+        if self._acks_out:
+            self._acks_out = []
         if effects.flush:  # what the driver's flush will hold: released by flushed()
             self._flush_mark = (self._own_head(), len(self._unflushed))
         return effects
@@ -306,24 +324,31 @@ class Engine:
 
     def next_deadline(self) -> int | None:
         """The monotonic time by which ``tick`` must be called next, or None."""
-        deadlines, walls = [], []
+        # Called after every input: the earliest of each kind is kept as it goes, no lists.
+        mono = wall = None
         own = self._keyring.certificate
-        if own is not None and own.expires_ms is not None:
-            walls.append(own.expires_ms)
+        if own is not None:
+            wall = own.expires_ms
         for session in self._sessions.values():
-            if (d := session.next_deadline()) is not None:
-                deadlines.append(d)
+            d = session.next_deadline()
+            if d is not None and (mono is None or d < mono):
+                mono = d
             cert = session.cert
-            if cert is not None and cert.expires_ms is not None:
-                walls.append(cert.expires_ms)
-        if self._applier is not None:
-            if self._applier.escrow_dirty:
-                deadlines.append(self._now.mono_ms)
-            if (release := self._applier.skew_release_ms()) is not None:
-                walls.append(release)
-        # A wall-clock time as a monotonic one, as the clocks stood at the last input.
-        deadlines += [self._now.mono_ms + max(0, w - self._now.wall_ms) for w in walls]
-        return min(deadlines) if deadlines else None
+            if cert is not None and (w := cert.expires_ms) is not None and (wall is None or w < wall):
+                wall = w
+        applier = self._applier
+        if applier is not None:
+            if applier.escrow_dirty and (mono is None or self._now.mono_ms < mono):
+                mono = self._now.mono_ms
+            release = applier.skew_release_ms()
+            if release is not None and (wall is None or release < wall):
+                wall = release
+        if wall is not None:
+            # A wall-clock time as a monotonic one, as the clocks stood at the last input.
+            at = self._now.mono_ms + max(0, wall - self._now.wall_ms)
+            if mono is None or at < mono:
+                mono = at
+        return mono
 
     def status(self) -> Status:
         """A snapshot of this engine (vectors, acks, peers, pending and held entries)."""
