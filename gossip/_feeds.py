@@ -88,14 +88,17 @@ class Feeds:
         if (entry.epoch is None) != (entry.origin == AUTHORITY_NUMBER):
             raise MalformedData(f"entry {entry.origin}/{entry.seq}: device entries are sealed, "
                                 "authority entries are not")
-        verify_signature(self.keyring.signing_key_of(entry.origin), entry.signed_bytes(), entry.signature,
-                         f"entry {entry.origin}/{entry.seq}")
         head = self.store.head(entry.origin)
         head_seq = head.seq if head else 0
+        held = self.store.get(entry.origin, entry.seq) if entry.seq <= head_seq else None
+        if held == data:
+            # Byte for byte what was verified when it was stored: a redundant copy (peers
+            # forward what we may hold already) needs no second signature check.
+            return Ingested(entry, False)
+        verify_signature(self.keyring.signing_key_of(entry.origin), entry.signed_bytes(), entry.signature,
+                         f"entry {entry.origin}/{entry.seq}")
         if entry.seq <= head_seq:
-            held = self.store.get(entry.origin, entry.seq)
-            if held == data:
-                return Ingested(entry, False)
+            # Only a validly signed different entry is a fork: anyone could forge the other kind.
             self.store.quarantine(entry.origin, (held, data))
             raise ForkDetected(f"device {entry.origin} signed two different entries at seq {entry.seq}",
                                origin=entry.origin, seq=entry.seq, evidence=(held, data))

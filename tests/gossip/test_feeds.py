@@ -496,6 +496,23 @@ def test_tampered_copy_at_a_held_seq_is_not_a_fork(world):
     assert feeds.store.quarantined() == {}
 
 
+def test_a_copy_of_a_held_entry_is_not_verified_again(world, monkeypatch):
+    # Byte for byte what the store holds was verified when it was stored: a redundant copy
+    # (a peer forwarding what we have) costs a lookup, not a signature check. A different
+    # entry at that seq is still verified before it can count as a fork.
+    import gossip._feeds as feeds_module
+
+    feeds = world.reader.feeds
+    feeds.ingest(world.encoded[0])
+    checked = []
+    real = feeds_module.verify_signature
+    monkeypatch.setattr(feeds_module, "verify_signature", lambda *a: (checked.append(a[3]), real(*a))[1])
+    assert feeds.ingest(world.encoded[0]).new is False
+    assert checked == []
+    refused(feeds, flip(world.encoded[0], world.encoded[0].index(world.entries[0].body)), BadSignature)
+    assert len(checked) == 1 and feeds.store.quarantined() == {}
+
+
 def test_fork_error_is_an_integrity_error(world):
     _, ours, theirs = forked(world)
     world.reader.feeds.ingest(ours[0])
