@@ -49,6 +49,9 @@ class Metrics(Observer):
         self.commit_us: dict[tuple[int, int], int] = {}
         self.acked: dict[int, int] = {}  # origin -> highest seq acknowledged to its caller
         self.acked_count = 0
+        # Of those, entries the engine wrote on its own (rights it grants to a device that
+        # asked), not a commit of the workload: why "acknowledged" can exceed "commits".
+        self.engine_writes = 0
         self.acked_hashes: dict[tuple[int, int], bytes] = {}
         self.commits = 0
         self.applied_max: dict[str, dict[int, int]] = defaultdict(dict)  # device -> origin -> highest seq
@@ -71,6 +74,8 @@ class Metrics(Observer):
 
     def acknowledged(self, device: Device, committed: Any, now_us: int) -> None:
         self.acked_count += 1
+        if (committed.origin, committed.seq) not in self.commit_us:
+            self.engine_writes += 1
         self.acked_hashes[(committed.origin, committed.seq)] = committed.hash
         if committed.seq > self.acked.get(committed.origin, 0):
             self.acked[committed.origin] = committed.seq

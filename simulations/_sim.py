@@ -368,7 +368,7 @@ class Simulation:
             "events": self.loop.events, "engine_share": round(engine_s / wall_s, 3) if wall_s else None,
             "messages": self.network.sent_messages,
             "workload": dict(self.workload.counts), "commits": metrics.commits, "acknowledged": metrics.acked_count,
-            "staleness": metrics.staleness_summary(),
+            "engine_writes": metrics.engine_writes, "staleness": metrics.staleness_summary(),
             "convergence": [{"heal": h.label, "at_s": round(h.at_us / US_PER_S, 3), "converged_after_s": c}
                             for h, c in zip(metrics.heals, convergence)],
             "bytes": bytes_by_kind,
