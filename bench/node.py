@@ -54,6 +54,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/node.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
 from gossip import Now  # noqa: E402
+from node._polling import wait_until  # noqa: E402
 from node.runtime import Node  # noqa: E402
 from node.storage import DataDir  # noqa: E402
 
@@ -311,17 +312,6 @@ async def local_commits(data: Path, raw_path: Path, latency_n: int, per_writer: 
 
 
 # --- 3: LAN one hop between two processes ------------------------------------------------------
-
-
-def wait_until(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def live(process: Process) -> bool:

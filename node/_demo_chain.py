@@ -45,6 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from ._polling import POLL_S
+from ._polling import wait_until as _wait_until
+
 __all__ = ["run", "DemoFailed", "DEVICES"]
 
 COFFEE, CROISSANT = "coffee-250g", "croissant"
@@ -56,7 +59,6 @@ LINK_TIMEOUT_S = 20.0
 CONVERGE_TIMEOUT_S = 45.0
 API_TIMEOUT_S = 15.0  # a member charge may wait for rights ([pos] rights_wait_ms) inside one request
 BURST_BEFORE_KILL = 25  # sales acknowledged before the till is killed
-POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -448,14 +450,7 @@ class Chain:
 
 def wait_until(condition: Any, timeout: float, what: str) -> Any:
     """Poll ``condition`` until it returns something truthy; DemoFailed after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(POLL_S)  # noqa: sleep-ok  (polling real processes against a deadline)
+    return _wait_until(condition, timeout, what, error=DemoFailed)
 
 
 def live_peers(device: Device) -> set[int]:

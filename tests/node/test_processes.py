@@ -16,26 +16,19 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
 import pytest
+
+from node._polling import wait_until as _wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 STOCK = ["stock", "central", "coffee"]
 
 
 def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
-    """Poll ``condition`` until it returns something truthy, or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)  # noqa: sleep-ok  (polling a real process with a deadline)
+    return _wait_until(condition, timeout, what, error=AssertionError)
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
