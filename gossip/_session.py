@@ -225,6 +225,11 @@ class Session:
         self._next_correction_ms = 0
         self._events: list[SessionEvent] = []
         self._paused = False  # draining waits for the engine (see ``resume``)
+        # next_deadline, remembered until the next input: the engine asks after every input
+        # for every session (an anchor holds hundreds), and only an input changes it. Every
+        # method that takes an input or changes state begins by forgetting it.
+        self._due: int | None = None
+        self._due_known = False
 
     # -- observers ----------------------------------------------------------------------------
 
@@ -243,6 +248,11 @@ class Session:
 
     def next_deadline(self) -> int | None:
         """The earliest monotonic time at which ``tick`` has something to do."""
+        if not self._due_known:
+            self._due, self._due_known = self._deadline(), True
+        return self._due
+
+    def _deadline(self) -> int | None:
         if self.state is SessionState.HANDSHAKE:
             return self.channel.next_deadline()
         if self.state is SessionState.GREETING:
@@ -272,6 +282,7 @@ class Session:
 
     def receive(self, data: bytes, mono_ms: int, wall_ms: int) -> list[SessionEvent]:
         """Bytes from the peer; returns what the engine must act on."""
+        self._due_known = False
         if self.state is SessionState.CLOSED:
             return []
         self.last_heard_ms = mono_ms
@@ -281,6 +292,7 @@ class Session:
 
     def transport_closed(self, mono_ms: int) -> list[SessionEvent]:
         """The driver saw the end of the stream."""
+        self._due_known = False
         if self.state is SessionState.CLOSED:
             return []
         self.channel.receive_data(None, mono_ms)
@@ -291,6 +303,7 @@ class Session:
 
     def tick(self, mono_ms: int) -> list[SessionEvent]:
         """Act on every deadline that has passed."""
+        self._due_known = False
         if self.state is SessionState.HANDSHAKE:
             self.channel.tick(mono_ms)
             self._drain(mono_ms)
@@ -304,6 +317,7 @@ class Session:
 
     def greet(self, mono_ms: int) -> None:
         """The engine keeps this peer: send our whole vector and wait for the peer's."""
+        self._due_known = False
         self._greeting_deadline = mono_ms + self.config.greeting_timeout_ms
         self._next_have_ms = mono_ms + self._have_interval()
         self._send_have(full=True)
@@ -316,11 +330,13 @@ class Session:
         holds) must happen before a later frame in the same bytes is answered, or we would
         answer a have before our own, or send back entries the peer has just sent us.
         """
+        self._due_known = False
         self._drain(mono_ms)
         return self.events()
 
     def push(self, mono_ms: int) -> None:
         """New entries are stored: stream them now, or after the configured delay."""
+        self._due_known = False
         self.stored(mono_ms)
         if self.state is not SessionState.LIVE:
             return
@@ -333,18 +349,21 @@ class Session:
         """Entries were stored (from anyone) at ``mono_ms``: the next periodic have slot may
         name them (an ack the peer waits for) and stream them (what is not forwarded
         eagerly goes then), so it is kept, not skipped. Slots before now passed empty."""
+        self._due_known = False
         if not self._untold and self.state is SessionState.LIVE:
             self._skip_empty_slots(mono_ms)
         self._untold = True
 
     def send_evidence(self, entries: tuple[bytes, ...]) -> None:
         """Hand the peer a fork's two entries: whichever it holds, the other proves the fork."""
+        self._due_known = False
         if self.state is SessionState.LIVE:
             self._send(Entries(entries), payload=sum(map(len, entries)))
 
     def took_in(self, *, origins: set[int], own_new: bool, refused: bool, ack: bool, mono_ms: int) -> None:
         """What became of an ``EntriesArrived`` batch: the origins of the entries taken in,
         whether any was a new entry of the peer's own feed, whether any was refused."""
+        self._due_known = False
         if refused and mono_ms >= self._next_correction_ms:
             # The peer counts what we did not take in as delivered; a full have puts it
             # right (at most once per have interval: what failed now may well fail again).
@@ -359,6 +378,7 @@ class Session:
 
     def received_entry(self, origin: int, seq: int, new: bool) -> None:
         """One entry of a batch was taken in (or was already held)."""
+        self._due_known = False
         self.stats.entries_received += 1
         if not new:
             self.stats.redundant_received += 1
@@ -366,10 +386,12 @@ class Session:
         self._tell(origin, seq)
 
     def refused_entry(self) -> None:
+        self._due_known = False
         self.stats.entries_received += 1
 
     def close(self, reason: CloseReason, detail: str = "") -> None:
         """End the session from our side: a ``bye`` with the reason, then CLOSED."""
+        self._due_known = False
         if self.state is SessionState.CLOSED:
             return
         if self.channel.state is ChannelState.ESTABLISHED:

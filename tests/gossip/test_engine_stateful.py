@@ -298,6 +298,14 @@ class EngineMachine(RuleBasedStateMachine):
             vector = status.vector
             assert all(seq <= vector.get(origin, 0) for origin, seq in status.applied.items())
 
+    @invariant()
+    def remembered_deadlines_are_current(self) -> None:
+        # Sessions remember next_deadline between inputs; one that changed state without
+        # forgetting it would sleep through a timeout (a stalled peer) or a have.
+        for name in [*MEMBERS, RELAY]:
+            for session in [*self.e(name)._sessions.values(), *self.e(name)._closing]:
+                assert session.next_deadline() == session._deadline(), (name, session)
+
     # -- the end ---------------------------------------------------------------------------------
 
     def teardown(self) -> None:
