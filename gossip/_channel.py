@@ -286,7 +286,7 @@ class SecureChannel:
     __slots__ = (
         "_keyring", "_initiator", "_state", "_handshake", "_transport", "_handshake_hash",
         "_remote_static", "_peer", "_deadline", "_inbuf", "_offset", "_plain", "_outgoing",
-        "_events", "_queued_bytes",
+        "_events", "_queued_bytes", "on_output",
     )
 
     def __init__(self, keyring: Keyring, *, initiator: bool,
@@ -316,6 +316,9 @@ class SecureChannel:
         self._offset = 0
         self._plain = bytearray()  # decrypted, not yet a whole frame
         self._outgoing = bytearray()
+        # Called when bytes are queued for ``data_to_send`` and none were waiting: a driver
+        # with many channels asks only those that have something.
+        self.on_output: Callable[[], None] | None = None
         self._events: deque[tuple[ChannelEvent, int]] = deque()  # (event, bytes it holds)
         self._queued_bytes = 0
         if initiator:
@@ -421,6 +424,11 @@ class SecureChannel:
 
     # -- outputs --
 
+    @property
+    def has_output(self) -> bool:
+        """Whether ``data_to_send`` would return anything."""
+        return bool(self._outgoing)
+
     def data_to_send(self) -> bytes:
         """The bytes to write to the transport now (and forget); b"" when there are none."""
         data = bytes(self._outgoing)
@@ -491,8 +499,13 @@ class SecureChannel:
                 f"the limit is {MAX_BUFFERED_BYTES}")
 
     def _queue_message(self, message: bytes) -> None:
+        self._announce()
         self._outgoing += len(message).to_bytes(_LENGTH_PREFIX, "big")
         self._outgoing += message
+
+    def _announce(self) -> None:
+        if not self._outgoing and self.on_output is not None:
+            self.on_output()
 
     def _write_stream(self, data: bytes) -> None:
         """Encrypt ``data`` (frame bytes) as transport messages; all or nothing."""
@@ -503,6 +516,7 @@ class SecureChannel:
             message = self._transport.encrypt(view[start:start + _MAX_PLAINTEXT])
             out += len(message).to_bytes(_LENGTH_PREFIX, "big")
             out += message
+        self._announce()
         self._outgoing += out
 
     def _process(self, wall_ms: int) -> None:

@@ -95,6 +95,7 @@ class Engine:
         self._forward_eagerly = (not self.is_member) if config.forward_eagerly is None else config.forward_eagerly
         self._sessions: dict[Any, Session] = {}
         self._closing: list[Session] = []  # ended, their last bytes (a bye) still to hand out
+        self._outbox: dict[Session, None] = {}  # sessions that queued bytes since the last poll, in order
         self._closes: list[Close] = []
         self._alerts: list[Alert] = []
         self._committed: list[Committed] = []
@@ -132,8 +133,12 @@ class Engine:
                         f"dropped the oldest, {oldest.peer!r}")
             self._close(oldest, CloseReason.TOO_MANY_PEERS, f"{MAX_PENDING_HANDSHAKES} handshakes pending", now)
         channel = SecureChannel(self._keyring, initiator=initiator, random_bytes=self._random, now_ms=now.mono_ms)
-        self._sessions[peer] = Session(peer, channel, config=self._config.session, store=self._store,
-                                       sendable=self._sendable, draw=self._draw, now_ms=now.mono_ms)
+        session = self._sessions[peer] = Session(peer, channel, config=self._config.session, store=self._store,
+                                                 sendable=self._sendable, draw=self._draw, now_ms=now.mono_ms)
+        outbox = self._outbox
+        channel.on_output = lambda: outbox.__setitem__(session, None)
+        if channel.has_output:  # an initiator's first handshake message, queued as it was made
+            outbox[session] = None
 
     def received(self, peer: Any, data: bytes, now: Now | int) -> None:
         """Bytes from ``peer``. The end of its stream is ``disconnected``, not empty data.
@@ -284,16 +289,17 @@ class Engine:
     def poll(self) -> Effects:
         """Everything to do now; each effect is handed out once."""
         sends = {}
-        for session in self._sessions.values():
-            data = session.data_to_send()
-            if data:
-                sends[session.peer] = data
-        if self._closing:
-            for session in self._closing:
-                data = session.data_to_send()
-                if data:
-                    sends[session.peer] = data
-            self._closing = []
+        if self._outbox:
+            # Only sessions that queued bytes, and only those still here or closing (the
+            # bytes of a session that is gone have nowhere to go).
+            sessions, closing = self._sessions, self._closing
+            for session in self._outbox:
+                if sessions.get(session.peer) is session or session in closing:
+                    data = session.data_to_send()
+                    if data:
+                        sends[session.peer] = data
+            self._outbox.clear()  # in place: each channel's on_output holds this dict
+        self._closing = []
         applier = self._applier
         alerts, changes = self._alerts, ()
         if applier is not None:

@@ -402,6 +402,8 @@ class Session:
         self._end(reason, detail, by_peer=False)
 
     def data_to_send(self) -> bytes:
+        if not self.channel.has_output:
+            return b""  # asked of every session at every poll: most have nothing
         data = self.channel.data_to_send()
         self.stats.bytes_sent += len(data)
         return data
