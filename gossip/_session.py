@@ -585,11 +585,16 @@ class Session:
         """Where the peer's entry at a seq we hold has another hash, the origin forked: send
         the peer our entry, whose intake gives it both signed entries as evidence (and it
         does the same for us at its next full have)."""
-        quarantined = self._store.quarantined()
+        store = self._store
+        quarantined = store.quarantined()
         for origin, claimed in heads.items():
             if origin in quarantined:
                 continue
-            ours = self._store.get(origin, vector[origin])
+            seq = vector[origin]
+            head = store.head(origin)
+            if head is not None and head.seq == seq and head.hash == claimed:
+                continue  # the usual case, a peer level with us: no entry to read and hash
+            ours = store.get(origin, seq)
             if ours is None or entry_hash(ours) == claimed:
                 continue
             self._events.append(ForkSuspected(origin, vector[origin]))
