@@ -74,8 +74,9 @@ RECENT_ALERTS = 50
 EVENTS_RING = 4096
 # Alerts waiting to become incidents; past this they stay in the log and recent_alerts only.
 INCIDENT_QUEUE = 256
-# Record kinds whose entry (origin, seq) the node remembers, for a sale's ack level.
-_INDEXED_KINDS = frozenset({"sale", "refund"})
+# Record kinds whose entry (origin, seq) the node remembers: the ack level and seq a replayed
+# sale, refund or retry-safe operation reports.
+_INDEXED_KINDS = frozenset({"sale", "refund", "operation"})
 
 
 def _now() -> Now:
@@ -303,7 +304,7 @@ class Node:
         return bool(predicate())
 
     def entry_of(self, key: tuple) -> tuple[int, int] | None:
-        """(origin, seq) of the entry that first wrote a sale or refund record seen by this run."""
+        """(origin, seq) of the entry that first wrote a sale, refund or operation record seen by this run."""
         return self._entries.get(key)
 
     def ack_of(self, key: tuple) -> str | None:

@@ -17,6 +17,7 @@ from crdt_types import InsufficientRights
 from ._common import PosNode, balance_key, ident, now_ms
 from ._errors import Refused, RightsShort
 from ._incidents import incident_record, report
+from ._operations import once
 from ._requests import ChargeRequest, TopupRequest, parse
 
 __all__ = ["ensure_rights", "topup", "charge", "member_info"]
@@ -82,12 +83,17 @@ async def commit_charging(node: PosNode, ops: list[tuple], charges: dict[str, in
 async def topup(node: PosNode, member: str, body: Any) -> dict[str, Any]:
     member = ident("member", member)
     request = parse(TopupRequest, body)
-    entry = await node.commit([("increment", balance_key(member), request.amount)])
-    return {**member_info(node, member), "amount": request.amount, "seq": entry["seq"], "ack": entry["ack"]}
+    return await once(node, "topup", request,
+                      lambda: ([("increment", balance_key(member), request.amount)],
+                               {"member": member, "amount": request.amount}),
+                      lambda done: {**member_info(node, done["member"]), "amount": done["amount"]},
+                      context=(member,))
 
 
 async def charge(node: PosNode, body: Any, wait_ms: int) -> dict[str, Any]:
     request = parse(ChargeRequest, body)
-    ops = [("decrement", balance_key(request.member), request.amount)]
-    entry = await commit_charging(node, ops, {request.member: request.amount}, wait_ms)
-    return {**member_info(node, request.member), "amount": request.amount, "seq": entry["seq"], "ack": entry["ack"]}
+    return await once(node, "charge", request,
+                      lambda: ([("decrement", balance_key(request.member), request.amount)],
+                               {"member": request.member, "amount": request.amount}),
+                      lambda done: {**member_info(node, done["member"]), "amount": done["amount"]},
+                      commit=lambda ops: commit_charging(node, ops, {request.member: request.amount}, wait_ms))

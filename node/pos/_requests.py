@@ -36,6 +36,10 @@ Money = Annotated[StrictInt, Field(ge=0, le=MAX_AMOUNT, description="minor units
 PositiveMoney = Annotated[StrictInt, Field(ge=1, le=MAX_AMOUNT, description="minor units (cents), > 0")]
 Quantity = Annotated[StrictInt, Field(ge=1, le=MAX_QUANTITY, description="pieces, > 0")]
 Note = Annotated[StrictStr, Field(max_length=MAX_NOTE_CHARS)]
+OperationId = Annotated[Ident | None, Field(
+    description="idempotency key: the same id and body again returns the first result "
+                      "(`replayed: true`) and writes nothing; another body under it is 409 "
+                      "`operation_conflict`. Without one the operation is done every time it is sent.")]
 
 
 class _Strict(BaseModel):
@@ -103,6 +107,7 @@ class ReceiptRequest(_Strict):
 
     branch: Ident | None = None
     lines: Annotated[list[StockLine], Field(min_length=1, max_length=MAX_LINES)]
+    operation_id: OperationId = None
 
 
 class CountLine(_Strict):
@@ -117,6 +122,7 @@ class StocktakeRequest(_Strict):
 
     branch: Ident | None = None
     counts: Annotated[list[CountLine], Field(min_length=1, max_length=MAX_LINES)]
+    operation_id: OperationId = None
 
 
 class TransferRequest(_Strict):
@@ -125,6 +131,7 @@ class TransferRequest(_Strict):
     from_branch: Ident | None = Field(None, description="default: this device's branch")
     to_branch: Ident
     lines: Annotated[list[StockLine], Field(min_length=1, max_length=MAX_LINES)]
+    operation_id: OperationId = None
 
 
 class PriceRequest(_Strict):
@@ -137,6 +144,7 @@ class PriceRequest(_Strict):
 
 class TopupRequest(_Strict):
     amount: PositiveMoney
+    operation_id: OperationId = None
 
 
 class ChargeRequest(_Strict):
@@ -144,6 +152,7 @@ class ChargeRequest(_Strict):
 
     member: Ident
     amount: PositiveMoney
+    operation_id: OperationId = None
 
 
 class OrderCreate(_Strict):

@@ -2,8 +2,9 @@
 
 Two requests for the same sale id (a till's retry racing its first try) must not both find
 the id free and both take the stock: every operation keyed by an idempotency id runs under
-that id's lock, so the second waits and then finds the first's record. Locks exist only
-while someone holds or waits for them.
+that id's lock, so the second waits and then finds the first's record (sale ids, refunds
+of one sale, order ids, and the ``operation_id`` of stock and balance operations). Locks
+exist only while someone holds or waits for them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import trio
 
 from . import _approvals, _incidents, _members, _orders, _prices, _refunds, _rollups, _sales, _stock
 from ._common import PosNode
-from ._requests import OrderClose, RefundRequest, SaleRequest, parse
+from ._requests import (ChargeRequest, OrderClose, ReceiptRequest, RefundRequest, SaleRequest, StocktakeRequest,
+                        TopupRequest, TransferRequest, parse)
 
 __all__ = ["Shop"]
 
@@ -88,14 +90,29 @@ class Shop:
 
     # -- stock, prices, members ---------------------------------------------------------------
 
+    @asynccontextmanager
+    async def _operation(self, request: Any) -> AsyncIterator[None]:
+        """Under the lock of the request's operation id, if it has one."""
+        if request.operation_id is None:
+            yield
+        else:
+            async with self._lock(("operation", request.operation_id)):
+                yield
+
     async def receive(self, body: Any) -> dict[str, Any]:
-        return await _stock.receive(self.node, body)
+        request = parse(ReceiptRequest, body)
+        async with self._operation(request):
+            return await _stock.receive(self.node, request)
 
     async def stocktake(self, body: Any) -> dict[str, Any]:
-        return await _stock.stocktake(self.node, body)
+        request = parse(StocktakeRequest, body)
+        async with self._operation(request):
+            return await _stock.stocktake(self.node, request)
 
     async def transfer(self, body: Any) -> dict[str, Any]:
-        return await _stock.transfer(self.node, body)
+        request = parse(TransferRequest, body)
+        async with self._operation(request):
+            return await _stock.transfer(self.node, request)
 
     async def set_price(self, body: Any) -> dict[str, Any]:
         return await _prices.set_price(self.node, body)
@@ -104,10 +121,14 @@ class Shop:
         return _prices.price_info(self.node, sku, branch)
 
     async def topup(self, member: str, body: Any) -> dict[str, Any]:
-        return await _members.topup(self.node, member, body)
+        request = parse(TopupRequest, body)
+        async with self._operation(request):
+            return await _members.topup(self.node, member, request)
 
     async def charge(self, body: Any) -> dict[str, Any]:
-        return await _members.charge(self.node, body, self.rights_wait_ms)
+        request = parse(ChargeRequest, body)
+        async with self._operation(request):
+            return await _members.charge(self.node, request, self.rights_wait_ms)
 
     def member(self, member: str) -> dict[str, Any]:
         return _members.member_info(self.node, member)

@@ -1,0 +1,99 @@
+"""Retry-safe stock and balance operations (``operation_id``) on a real node over HTTP:
+receipts, stocktakes, transfers, top-ups and charges sent again with their id are done once;
+another body under an id is refused with nothing written; without an id each is done every
+time it is sent, as before."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from tests.node.pos_helpers import running_shop
+
+MANAGER = ("till-1", "central", ("manager",))
+STOCK = ("stock", "central", "tea")
+NORTH_STOCK = ("stock", "north", "tea")
+BALANCE = ("member", "alice", "balance")
+
+# (path, body with operation_id "op-1", the same with another body, what it moves)
+OPERATIONS = [
+    ("/stock/receipts", {"lines": [{"sku": "tea", "quantity": 7}], "operation_id": "op-1"},
+     {"lines": [{"sku": "tea", "quantity": 8}], "operation_id": "op-1"}, (STOCK, 7)),
+    ("/stocktakes", {"counts": [{"sku": "tea", "counted": 90, "observed": 100}], "operation_id": "op-1"},
+     {"counts": [{"sku": "tea", "counted": 91, "observed": 100}], "operation_id": "op-1"}, (STOCK, -10)),
+    ("/transfers", {"to_branch": "north", "lines": [{"sku": "tea", "quantity": 4}], "operation_id": "op-1"},
+     {"to_branch": "north", "lines": [{"sku": "tea", "quantity": 5}], "operation_id": "op-1"}, (NORTH_STOCK, 4)),
+    ("/members/alice/topups", {"amount": 500, "operation_id": "op-1"}, {"amount": 501, "operation_id": "op-1"},
+     (BALANCE, 500)),
+    ("/charges", {"member": "alice", "amount": 300, "operation_id": "op-1"},
+     {"member": "alice", "amount": 301, "operation_id": "op-1"}, (BALANCE, -300)),
+]
+
+
+def own_seq(node) -> int:
+    return node.status()["vector"].get(node.device, 0)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("path, body, other, moves", OPERATIONS, ids=[o[0] for o in OPERATIONS])
+async def test_an_operation_sent_again_with_its_id_is_done_once(tmp_path, path, body, other, moves):
+    async with running_shop(tmp_path, [MANAGER]) as shop:
+        client, node = shop.clients["till-1"], shop.nodes["till-1"]
+        assert (await client.post("/stock/receipts", json={"lines": [{"sku": "tea", "quantity": 100}]})).status_code == 200
+        assert (await client.post("/members/alice/topups", json={"amount": 1000})).status_code == 200
+        key, delta = moves
+        start, before = node.value(key), own_seq(node)
+        results = []
+
+        async def send() -> None:
+            response = await client.post(path, json=body)
+            assert response.status_code == 200, response.text
+            results.append(response.json())
+
+        async with trio.open_nursery() as nursery:  # a retry racing the first try
+            for _ in range(5):
+                nursery.start_soon(send)
+        await send()  # and one after it
+        assert [r["replayed"] for r in results].count(False) == 1
+        assert len({r["seq"] for r in results}) == 1
+        assert node.value(key) == start + delta
+        assert own_seq(node) == before + 1  # one entry: the effect and its operation record
+
+        conflict = await client.post(path, json=other)
+        assert conflict.status_code == 409
+        assert conflict.json()["code"] == "operation_conflict" and conflict.json()["field"] == "operation_id"
+        assert node.value(key) == start + delta and own_seq(node) == before + 1
+
+
+@pytest.mark.trio
+async def test_an_operation_id_is_one_operation_whatever_its_kind(tmp_path):
+    async with running_shop(tmp_path, [MANAGER]) as shop:
+        client, node = shop.clients["till-1"], shop.nodes["till-1"]
+        first = await client.post("/members/alice/topups", json={"amount": 500, "operation_id": "shared"})
+        assert first.status_code == 200
+        before = own_seq(node)
+        for path, body in [("/charges", {"member": "alice", "amount": 500, "operation_id": "shared"}),
+                           ("/members/bob/topups", {"amount": 500, "operation_id": "shared"})]:
+            response = await client.post(path, json=body)
+            assert response.status_code == 409 and response.json()["code"] == "operation_conflict", path
+        assert own_seq(node) == before
+        assert node.value(BALANCE) == 500 and node.value(("member", "bob", "balance")) == 0
+
+
+@pytest.mark.trio
+async def test_without_an_id_each_request_is_done_and_a_refused_one_leaves_its_id_free(tmp_path):
+    async with running_shop(tmp_path, [MANAGER]) as shop:
+        client, node = shop.clients["till-1"], shop.nodes["till-1"]
+        for _ in range(2):
+            response = await client.post("/members/alice/topups", json={"amount": 100})
+            assert response.status_code == 200 and response.json()["replayed"] is False
+        assert node.value(BALANCE) == 200
+        # Beyond the balance: refused, nothing written, so the same id may be used once it can pass.
+        refused = await client.post("/charges", json={"member": "alice", "amount": 300, "operation_id": "c-1"})
+        assert refused.status_code == 409 and refused.json()["code"] == "insufficient_balance"
+        assert node.value(("operation", "c-1")) is None
+        await client.post("/members/alice/topups", json={"amount": 100})
+        done = await client.post("/charges", json={"member": "alice", "amount": 300, "operation_id": "c-1"})
+        assert done.status_code == 200 and done.json()["replayed"] is False and done.json()["balance"] == 0
+        bad = await client.post("/charges", json={"member": "alice", "amount": 1, "operation_id": "has space"})
+        assert bad.status_code == 422 and any(e["field"] == "operation_id" for e in bad.json()["errors"])
