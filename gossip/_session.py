@@ -278,6 +278,15 @@ class Session:
                           stats.entries_sent, stats.entries_received, stats.redundant_received,
                           self.last_heard_ms)
 
+    def sync_state(self, vector: dict[int, int]) -> tuple[int, int]:
+        """How far this peer and ``vector`` (what we hold) are apart, as far as this session
+        knows what the peer holds (its haves, and what went either way): the entries we hold
+        that it is not known to hold, and the entries it has shown that we lack."""
+        known = self.known
+        they_lack = sum(seq - known.get(origin, 0) for origin, seq in vector.items() if seq > known.get(origin, 0))
+        we_lack = sum(seq - vector.get(origin, 0) for origin, seq in known.items() if seq > vector.get(origin, 0))
+        return they_lack, we_lack
+
     # -- inputs -------------------------------------------------------------------------------
 
     def receive(self, data: bytes, mono_ms: int, wall_ms: int) -> list[SessionEvent]:

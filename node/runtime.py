@@ -79,6 +79,10 @@ INCIDENT_QUEUE = 256
 _INDEXED_KINDS = frozenset({"sale", "refund", "operation"})
 
 
+# What the status page keeps of a peer that went: enough to show it down, and since when.
+_SEEN_FIELDS = ("device", "name", "branch", "relay", "address", "last_heard_ms")
+
+
 def _now() -> Now:
     return Now(int(trio.current_time() * 1000), int(time.time() * 1000))
 
@@ -161,6 +165,7 @@ class Node:
         self.relay = self.config.relay if relay is None else relay
         keyring, cert, _ = data_dir.keyring()
         self.certificate = cert
+        self._keyring = keyring  # the engine's own: it learns every device enrolled later
         self.store = data_dir.store()
         self.api_token = data_dir.api_token()
         sync = self.config.sync
@@ -182,6 +187,9 @@ class Node:
         self._all_closed = trio.Event()
         self._listen_scope = trio.CancelScope()
         self._device_at: dict[str, int] = {}  # dialled address -> device number found there
+        # Every peer seen live this run, kept after it goes: its row on the status page says
+        # "down" and when it was last heard from.
+        self._peers_seen: dict[int, dict[str, Any]] = {}
         self.ports: dict[str, int] = {}
         self.recent_alerts: collections.deque = collections.deque(maxlen=RECENT_ALERTS)
         self.counters = {"commits": 0, "flushes": 0, "flush_failures": 0, "bytes_in": 0, "bytes_out": 0,
@@ -226,14 +234,49 @@ class Node:
             "durable_seq": status.durable_seq, "digest": status.digest.hex() if status.digest else None,
             "acks": status.acks.as_dict(), "unheld": status.acks.local, "pending": status.pending, "quarantined": list(status.quarantined),
             "revoked": status.revoked, "ports": self.ports,
-            "peers": [{"device": p.device, "state": p.state, "relay": p.is_relay, "initiator": p.initiator,
-                       "address": p.handle.address, "bytes_sent": p.bytes_sent,
-                       "payload_bytes_sent": p.payload_bytes_sent, "entries_received": p.entries_received}
-                      for p in status.peers],
+            "peers": (rows := self._peer_rows(status)),
+            "peers_down": self._peers_down(rows),
             "storage": {"path": str(getattr(self.store, "path", "")), "dirty": self.store.dirty},
             "counters": dict(self.counters),
             "alerts": list(self.recent_alerts),
         }
+
+    def _peer_rows(self, status: Any) -> list[dict[str, Any]]:
+        """Each connection: name and branch from its certificate, when it was last heard from
+        (wall clock, ms), and how far it is from us (``they_lack``, ``we_lack``: entries)."""
+        now = _now()
+        sync = self.engine.peer_sync()
+        rows = []
+        for p in status.peers:
+            cert = self._keyring.certificates.get(p.device) if p.device is not None else None
+            they_lack, we_lack = sync.get(p.handle, (0, 0))
+            row = {"device": p.device, "name": cert.name if cert else None, "branch": cert.branch if cert else None,
+                   "state": p.state, "relay": p.is_relay, "initiator": p.initiator, "address": p.handle.address,
+                   "last_heard_ms": now.wall_ms - max(0, now.mono_ms - p.last_heard_ms),
+                   "they_lack": they_lack, "we_lack": we_lack, "bytes_sent": p.bytes_sent,
+                   "payload_bytes_sent": p.payload_bytes_sent, "entries_received": p.entries_received}
+            rows.append(row)
+            if p.device is not None and p.state == "live":
+                self._peers_seen[p.device] = {k: row[k] for k in _SEEN_FIELDS}
+        return rows
+
+    def _peers_down(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each peer seen live in this run that has no connection now, and when it was last
+        heard from."""
+        connected = {r["device"] for r in rows}
+        return [{**seen, "state": "down"} for device, seen in sorted(self._peers_seen.items())
+                if device not in connected]
+
+    def _remember_peer(self, conn: Any) -> None:
+        """Before a connection's session goes: who it was and when it was last heard from."""
+        for p in self.engine.status().peers:
+            if p.handle is conn and p.device is not None and p.state == "live":
+                cert = self._keyring.certificates.get(p.device)
+                now = _now()
+                self._peers_seen[p.device] = {
+                    "device": p.device, "name": cert.name if cert else None, "branch": cert.branch if cert else None,
+                    "relay": p.is_relay, "address": conn.address,
+                    "last_heard_ms": now.wall_ms - max(0, now.mono_ms - p.last_heard_ms)}
 
     def metrics(self) -> bytes:
         from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -442,6 +485,7 @@ class Node:
         elif kind == "connected":
             engine.connected(item[1], item[1].initiator, now)
         elif kind == "disconnected":
+            self._remember_peer(item[1])
             engine.disconnected(item[1], now)
             self._conns.discard(item[1])
             log.info("peer %s down", item[1].address)

@@ -1331,3 +1331,27 @@ def test_members_short_on_the_same_balance_do_not_pass_rights_back_and_forth() -
         assert (engine.rights(ALICE, p.a.number), engine.rights(ALICE, p.b.number)) == (1, 0)
         assert len(open_requests(engine, [p.a.number, p.b.number])) == 2
     assert store_of(p.a).head(p.a.number).seq == 2 and store_of(p.b).head(p.b.number).seq == 1
+
+
+def test_peer_sync_says_how_far_each_peer_is_from_us() -> None:
+    _, p = pair(config=STEADY)
+    assert p.a.peer_sync() == {"b": (0, 0)} and p.b.peer_sync() == {"a": (0, 0)}
+    for i in range(3):
+        p.a.commit([("add", ("stock", "central", "sku-1"), 1)], T0 + 1 + i)
+    assert p.a.peer_sync() == {"b": (0, 0)}  # not durable yet: nothing may leave
+    p.a.poll()
+    store_of(p.a).flush()
+    p.a.flushed(T0 + 5)
+    assert p.a.peer_sync() == {"b": (0, 0)}  # pushed at once: sent is known to be held
+    p.b.connected("c", True, T0 + 5)  # an unauthenticated peer knows nothing of us
+    assert p.b.peer_sync()["c"][0] == sum(p.b.status().vector.values())
+    p.exchange(T0 + 5)
+    assert p.b.peer_sync()["a"] == (0, 0) and p.a.peer_sync() == {"b": (0, 0)}
+
+
+def test_sync_state_counts_both_ways_from_what_the_peer_is_known_to_hold() -> None:
+    session = bare_session(SessionState.LIVE)
+    session.known = {1: 5, 2: 3, 4: 7}  # what its haves and the entries either way showed
+    # we hold 1..8 of origin 1, 1..3 of 2, 1..2 of 3; it holds 1..7 of origin 4, which we lack
+    assert session.sync_state({1: 8, 2: 3, 3: 2}) == (3 + 2, 7)
+    assert session.sync_state({1: 5, 2: 3, 4: 7}) == (0, 0)

@@ -97,3 +97,31 @@ async def test_without_an_id_each_request_is_done_and_a_refused_one_leaves_its_i
         assert done.status_code == 200 and done.json()["replayed"] is False and done.json()["balance"] == 0
         bad = await client.post("/charges", json={"member": "alice", "amount": 1, "operation_id": "has space"})
         assert bad.status_code == 422 and any(e["field"] == "operation_id" for e in bad.json()["errors"])
+
+
+@pytest.mark.trio
+async def test_status_names_each_peer_its_last_sync_and_how_far_apart_they_are(tmp_path):
+    import time
+
+    from tests.node.pos_helpers import wait_for
+
+    cashier = ("till-2", "central", ("cashier",))
+    async with running_shop(tmp_path, [MANAGER, cashier]) as shop:
+        hub, till = shop.nodes["till-1"], shop.nodes["till-2"]
+        await shop.clients["till-2"].post("/stock/receipts", json={"lines": [{"sku": "tea", "quantity": 3}]})
+        await wait_for(lambda: hub.value(STOCK) == 3, what="the receipt to reach till-1")
+        response = await shop.clients["till-1"].get("/status")
+        rows = [p for p in response.json()["peers"] if p["state"] == "live"]
+        assert [(r["name"], r["branch"], r["device"]) for r in rows] == [("till-2", "central", till.device)]
+        assert abs(rows[0]["last_heard_ms"] - time.time() * 1000) < 10_000
+        await wait_for(lambda: all(p["they_lack"] == 0 == p["we_lack"] for p in hub.status()["peers"]),
+                       what="till-1 to know till-2 holds all it holds")
+        assert response.json()["peers_down"] == []
+
+        shop.proxies["till-2"].cut()
+        await wait_for(lambda: hub.status()["peers_down"], what="till-1 to see till-2 go")
+        down = hub.status()["peers_down"]
+        assert [(d["name"], d["state"]) for d in down] == [("till-2", "down")]
+        assert down[0]["last_heard_ms"] <= time.time() * 1000
+        shop.proxies["till-2"].heal()
+        await wait_for(lambda: not hub.status()["peers_down"], what="till-2 back")

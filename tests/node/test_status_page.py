@@ -181,6 +181,10 @@ async def test_the_status_page_shows_the_device_its_peer_and_what_waits_to_be_he
             peer = f"peer-{office.device}"
             assert dom.attrs[peer]["data-state"] == "live"
             assert "up (live)" in dom[peer] and "LAN" in dom[peer]
+            cells = dom.cells(peer)
+            assert cells[0] == f"office-1 ({office.device})" and cells[1] == "central"
+            assert cells[6] in ("just now",) or cells[6].endswith(" s ago"), cells
+            assert cells[7] == "in sync", cells
             assert dom["unheld"] == "0"
             office_seq = str(office.status()["durable_seq"])
             assert dom.cells(f"feed-{office.device}")[:3] == [f"device {office.device}", office_seq, office_seq]
@@ -207,7 +211,9 @@ async def test_the_status_page_shows_the_device_its_peer_and_what_waits_to_be_he
             dom = await render(port, till.api_token, f"--screenshot={shot}", "--window-size=1200,900")
             assert dom.body.get("data-state") == "ok", dom["message"]
             assert dom["unheld"] == str(before + 1)
-            assert dom.attrs.get(peer, {}).get("data-state") != "live"
+            assert dom.attrs.get(peer, {}).get("data-state") == "down"
+            assert dom.cells(peer)[:4] == [f"office-1 ({office.device})", "central", "LAN", "down (not connected)"]
+            assert dom.cells(peer)[6], "when the office was last heard from"
             assert "No live link" in dom["peers-note"]
             assert "oversell" in dom["incidents"]  # the sale took stock below zero, in the same entry
             data = shot.read_bytes()
@@ -234,8 +240,11 @@ class HostileNode:
                 "relay": False, "vector": {"0": 3, "5": 9, "7": 4}, "applied": {"0": 3, "5": 9, "7": 2},
                 "durable_seq": 9, "digest": "ab" * 16, "acks": {"local": 2, "lan": 7, "anchor": 0}, "unheld": 2,
                 "pending": 2, "quarantined": [], "revoked": {}, "storage": {"dirty": False},
-                "peers": [{"device": 7, "state": "live", "relay": True, "initiator": True, "address": "<b>127.0.0.7</b>",
-                           "entries_received": 4}],
+                "peers": [{"device": 7, "name": "<i>anchor</i>", "branch": "<u>cloud</u>", "state": "live", "relay": True,
+                           "initiator": True, "address": "<b>127.0.0.7</b>", "entries_received": 4,
+                           "they_lack": 1, "we_lack": 0}],
+                "peers_down": [{"device": 9, "name": "<s>till-9</s>", "branch": "central", "relay": False,
+                                "address": "127.0.0.9", "last_heard_ms": 1_700_000_000_000, "state": "down"}],
                 "alerts": [{"kind": "clock_skew", "device": 7, "detail": "<script>alert(2)</script>",
                             "at_ms": 1_700_000_000_000}]}
 
@@ -254,8 +263,11 @@ async def test_the_page_puts_what_the_node_says_into_the_dom_as_text():
     dom = Dom(html)
     assert dom.body.get("data-state") == "ok", dom["message"]
     assert dom["device-name"] == "<img src=x onerror=alert(1)>" and dom["branch"] == "</script><b>north</b>"
-    assert "<img" not in html and "<b>" not in html and html.count("<script") == 1  # the page's own only
-    assert dom.cells("peer-7")[:4] == ["device 7", "anchor", "up (live)", "<b>127.0.0.7</b>"]
+    assert not any(tag in html for tag in ("<img", "<b>", "<i>", "<s>", "<u>"))
+    assert html.count("<script") == 1  # the page's own only
+    assert dom.cells("peer-7")[:5] == ["<i>anchor</i> (7)", "<u>cloud</u>", "anchor", "up (live)", "<b>127.0.0.7</b>"]
+    assert dom.cells("peer-7")[7] == "it lacks 1 of ours"
+    assert dom.cells("peer-9")[:4] == ["<s>till-9</s> (9)", "central", "LAN", "down (not connected)"]
     assert dom.cells("feed-7")[:3] == ["device 7", "4", "2"]  # stored here, applied
     assert dom["unheld"] == "2" and "<script>alert(2)</script>" in dom["alerts"]
     assert "not available here (HTTP 501)" in dom["incidents-note"]  # this handle has no POS domain
