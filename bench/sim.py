@@ -268,45 +268,60 @@ def _progress(name: str, figures: dict) -> None:
     print(json.dumps({name: figures}), file=sys.stderr, flush=True)
 
 
+PARTS = ("loop", "basement", "store_day", "chain_50", "sweep")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--scale", action="store_true", help="also the 1,000-node scenario (tens of minutes)")
+    parser.add_argument("--only", metavar="PART[,PART]", help=f"just these parts, of: {', '.join(PARTS)} "
+                        "(the full chain_50 hour alone runs for tens of minutes)")
     args = parser.parse_args()
+    parts = PARTS if args.only is None else tuple(p.strip() for p in args.only.split(",") if p.strip())
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        parser.error(f"--only {args.only!r}: expected parts of {', '.join(PARTS)}")
     out: dict = {"benchmark": "sim", "cores": os.cpu_count()}
-    out["loop"] = loop_rates(rounds=3 if args.quick else 7, seconds=1 if args.quick else 3)
-    _progress("loop", out["loop"])
-    basement = run_child(SCENARIOS / "basement.toml", ["run.duration_s=3600"] if args.quick else [], measure=True)
-    out["basement"] = brief(basement)
-    _progress("basement", out["basement"])
-    day = ["chain.tills=5", "run.start_hour=8", "run.duration_s=" + ("7200" if args.quick else "43200"),
-           "workload.sales_per_till_hour=30"]
-    store_day = run_child(SCENARIOS / "basement.toml", day)
-    out["store_day"] = brief(store_day)
-    _progress("store_day", out["store_day"])
-    chain = run_child(SCENARIOS / "chain_50.toml", ["run.duration_s=600", "chain.branches=10"] if args.quick else [])
-    out["chain_50"] = brief(chain)
-    _progress("chain_50", out["chain_50"])
+    ratios: dict = {}
+    if "loop" in parts:
+        out["loop"] = loop_rates(rounds=3 if args.quick else 7, seconds=1 if args.quick else 3)
+        ratios["loop_vs_bare_heapq"] = out["loop"]["network_vs_bare"]
+        ratios["device_loop_vs_bare_heapq"] = out["loop"]["device_vs_bare"]
+        _progress("loop", out["loop"])
+    if "basement" in parts:
+        basement = run_child(SCENARIOS / "basement.toml", ["run.duration_s=3600"] if args.quick else [], measure=True)
+        out["basement"] = brief(basement)
+        ratios["engine_share"] = basement["engine_share"]
+        _progress("basement", out["basement"])
+    if "store_day" in parts:
+        day = ["chain.tills=5", "run.start_hour=8", "run.duration_s=" + ("7200" if args.quick else "43200"),
+               "workload.sales_per_till_hour=30"]
+        store_day = run_child(SCENARIOS / "basement.toml", day)
+        out["store_day"] = brief(store_day)
+        ratios["store_day_speedup"] = store_day["speedup"]
+        _progress("store_day", out["store_day"])
+    if "chain_50" in parts:
+        chain = run_child(SCENARIOS / "chain_50.toml",
+                          ["run.duration_s=600", "chain.branches=10"] if args.quick else [])
+        out["chain_50"] = brief(chain)
+        ratios["chain_50_speedup"] = chain["speedup"]
+        _progress("chain_50", out["chain_50"])
     if args.scale:
         big = run_child(SCENARIOS / "chain_50.toml", ["chain.branches=200", "chain.anchors=8", "run.duration_s=300",
                                                       "workload.sales_per_till_hour=2", "workload.members=100",
                                                       "run.sample_s=60", "run.final_heal_s=600"])
         out["nodes_1000"] = brief(big)
         _progress("nodes_1000", out["nodes_1000"])
-    # Runs of ten seconds and more each (the whole basement scenario), so that starting the
-    # worker processes (spawn, imports) is not the figure: a lab's sweep runs minutes per seed.
-    out["sweep"] = sweep_speedup(3600 if args.quick else 21600)
-    out["sweep"]["cpu_ceiling"] = cpu_parallel_ceiling()
-    _progress("sweep", out["sweep"])
-    out["ratios"] = {
-        "loop_vs_bare_heapq": out["loop"]["network_vs_bare"],
-        "device_loop_vs_bare_heapq": out["loop"]["device_vs_bare"],
-        "engine_share": basement["engine_share"],
-        "store_day_speedup": store_day["speedup"],
-        "chain_50_speedup": chain["speedup"],
-        "sweep_parallel_speedup": out["sweep"]["speedup"],
-        "cpu_parallel_ceiling": out["sweep"]["cpu_ceiling"]["speedup"],
-    }
+    if "sweep" in parts:
+        # Runs of ten seconds and more each (the whole basement scenario), so that starting the
+        # worker processes (spawn, imports) is not the figure: a lab's sweep runs minutes per seed.
+        out["sweep"] = sweep_speedup(3600 if args.quick else 21600)
+        out["sweep"]["cpu_ceiling"] = cpu_parallel_ceiling()
+        ratios["sweep_parallel_speedup"] = out["sweep"]["speedup"]
+        ratios["cpu_parallel_ceiling"] = out["sweep"]["cpu_ceiling"]["speedup"]
+        _progress("sweep", out["sweep"])
+    out["ratios"] = ratios
     out["goals"] = {"loop_vs_bare_heapq": ">= 0.25", "engine_share": ">= 0.8", "store_day_speedup": ">= 1000",
                     "sweep_parallel_speedup": ">= 1.6", "device_loop_vs_bare_heapq": "reported",
                     "cpu_parallel_ceiling": "reported (the machine's bound on the sweep's speedup)",
