@@ -514,8 +514,11 @@ class Engine:
         return committed
 
     def _push_all(self, now: Now) -> None:
+        # One sorted vector for every session: an anchor holds hundreds, each of which would
+        # otherwise build and sort its own (streaming reads the store, it does not change it).
+        sendable = sorted(self._sendable().items())
         for session in self._sessions.values():
-            session.push(now.mono_ms)
+            session.push(now.mono_ms, sendable)
 
     def _handle(self, session: Session, events: list, now: Now, *, gone: bool = False) -> None:
         events = list(events)

@@ -343,14 +343,16 @@ class Session:
         self._drain(mono_ms)
         return self.events()
 
-    def push(self, mono_ms: int) -> None:
-        """New entries are stored: stream them now, or after the configured delay."""
+    def push(self, mono_ms: int, sendable: list[tuple[int, int]] | None = None) -> None:
+        """New entries are stored: stream them now, or after the configured delay.
+        ``sendable``: what may leave, as sorted (origin, seq) pairs, when the caller pushes
+        to every session at once (one vector for all of them, not one each)."""
         self._due_known = False
         self.stored(mono_ms)
         if self.state is not SessionState.LIVE:
             return
         if self.config.push_delay_ms <= 0:
-            self._stream()
+            self._stream(sendable)
         elif self._push_due_ms is None:
             self._push_due_ms = mono_ms + self.config.push_delay_ms
 
@@ -609,13 +611,14 @@ class Session:
             self._events.append(ForkSuspected(origin, vector[origin]))
             self._send(Entries((ours,)), payload=len(ours))
 
-    def _stream(self) -> None:
-        """Send the peer what it lacks, oldest first per origin, within the window."""
+    def _stream(self, sendable: list[tuple[int, int]] | None = None) -> None:
+        """Send the peer what it lacks, oldest first per origin, within the window.
+        ``sendable``: what may leave as sorted (origin, seq) pairs, if the caller has it."""
         if self.state is not SessionState.LIVE:
             return
         batch: list[bytes] = []
         size = 0
-        for origin, top in sorted(self._sendable().items()):
+        for origin, top in sorted(self._sendable().items()) if sendable is None else sendable:
             if origin == self.number:
                 continue  # it came from the peer: it has it
             start = self.known.get(origin, 0) + 1
