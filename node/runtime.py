@@ -79,10 +79,6 @@ INCIDENT_QUEUE = 256
 _INDEXED_KINDS = frozenset({"sale", "refund", "operation"})
 
 
-# What the status page keeps of a peer that went: enough to show it down, and since when.
-_SEEN_FIELDS = ("device", "name", "branch", "relay", "address", "last_heard_ms")
-
-
 def _now() -> Now:
     return Now(int(trio.current_time() * 1000), int(time.time() * 1000))
 
@@ -241,23 +237,28 @@ class Node:
             "alerts": list(self.recent_alerts),
         }
 
+    def _peer_seen(self, p: Any, now: Now) -> dict[str, Any]:
+        """Who a peer is (name and branch from its certificate) and when it was last heard
+        from (wall clock, ms): what a status row shows of it, and what is kept when it goes."""
+        cert = self._keyring.certificates.get(p.device) if p.device is not None else None
+        return {"device": p.device, "name": cert.name if cert else None, "branch": cert.branch if cert else None,
+                "relay": p.is_relay, "address": p.handle.address,
+                "last_heard_ms": now.wall_ms - max(0, now.mono_ms - p.last_heard_ms)}
+
     def _peer_rows(self, status: Any) -> list[dict[str, Any]]:
-        """Each connection: name and branch from its certificate, when it was last heard from
-        (wall clock, ms), and how far it is from us (``they_lack``, ``we_lack``: entries)."""
+        """Each connection: who it is, when it was last heard from, and how far it is from us
+        (``they_lack``, ``we_lack``: entries)."""
         now = _now()
         sync = self.engine.peer_sync()
         rows = []
         for p in status.peers:
-            cert = self._keyring.certificates.get(p.device) if p.device is not None else None
+            seen = self._peer_seen(p, now)
             they_lack, we_lack = sync.get(p.handle, (0, 0))
-            row = {"device": p.device, "name": cert.name if cert else None, "branch": cert.branch if cert else None,
-                   "state": p.state, "relay": p.is_relay, "initiator": p.initiator, "address": p.handle.address,
-                   "last_heard_ms": now.wall_ms - max(0, now.mono_ms - p.last_heard_ms),
-                   "they_lack": they_lack, "we_lack": we_lack, "bytes_sent": p.bytes_sent,
-                   "payload_bytes_sent": p.payload_bytes_sent, "entries_received": p.entries_received}
-            rows.append(row)
+            rows.append({**seen, "state": p.state, "initiator": p.initiator, "they_lack": they_lack,
+                         "we_lack": we_lack, "bytes_sent": p.bytes_sent, "payload_bytes_sent": p.payload_bytes_sent,
+                         "entries_received": p.entries_received})
             if p.device is not None and p.state == "live":
-                self._peers_seen[p.device] = {k: row[k] for k in _SEEN_FIELDS}
+                self._peers_seen[p.device] = seen
         return rows
 
     def _peers_down(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -271,12 +272,7 @@ class Node:
         """Before a connection's session goes: who it was and when it was last heard from."""
         for p in self.engine.status().peers:
             if p.handle is conn and p.device is not None and p.state == "live":
-                cert = self._keyring.certificates.get(p.device)
-                now = _now()
-                self._peers_seen[p.device] = {
-                    "device": p.device, "name": cert.name if cert else None, "branch": cert.branch if cert else None,
-                    "relay": p.is_relay, "address": conn.address,
-                    "last_heard_ms": now.wall_ms - max(0, now.mono_ms - p.last_heard_ms)}
+                self._peers_seen[p.device] = self._peer_seen(p, _now())
 
     def metrics(self) -> bytes:
         from prometheus_client import CollectorRegistry, Gauge, generate_latest
