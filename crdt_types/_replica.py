@@ -9,6 +9,7 @@ every replica: ``merge`` validates every op (key, type, shape) before it changes
 from __future__ import annotations
 
 import hashlib
+from bisect import insort
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -227,11 +228,14 @@ class Replica:
         self._kinds: dict[str, set[tuple]] = {}  # kind -> keys holding state
         self._prepared: DeltaGroup | None = None
         self._digest: bytes | None = None  # cached until the state changes
-        # What the digest hashes, kept per key (dropped when that key changes) and the keys'
-        # canonical order (dropped when a key is added): a digest after a change re-encodes
-        # only what changed, not the whole state.
+        # What the digest hashes, kept per key (dropped when that key changes), and the keys'
+        # canonical order, into which added keys are inserted: a digest after a change
+        # re-encodes only what changed, not the whole state. A key's canonical form, which
+        # orders it, is kept for good (keys are never removed).
         self._forms: dict[tuple, bytes] = {}
         self._order: list[tuple] | None = None
+        self._added: list[tuple] = []  # keys added since ``_order`` was last brought up to date
+        self._key_forms: dict[tuple, bytes] = {}
 
     def transaction(self, hlc: Timestamp, *, apply: bool = True) -> "_TransactionContext":
         """``with replica.transaction(hlc) as tx: ...``; afterwards ``tx.delta`` is the group.
@@ -279,7 +283,7 @@ class Replica:
             if state is None:
                 states[key] = state = op.copy()
                 self._kinds.setdefault(key[0], set()).add(key)
-                self._order = None
+                self._added.append(key)
             else:
                 state.merge(op)
             if type(state) is Record and state.conflict:
@@ -315,10 +319,23 @@ class Replica:
     def keys(self, kind: str | None = None) -> Iterator[tuple]:
         """Keys holding state, in canonical order; only those of ``kind`` when given."""
         if kind is not None:
-            return iter(sorted(self._kinds.get(kind, ()), key=canonical))
-        if self._order is None:
-            self._order = sorted(self._states, key=canonical)
-        return iter(self._order)  # a new list replaces it when a key is added
+            return iter(sorted(self._kinds.get(kind, ()), key=self._key_form))
+        order, added = self._order, self._added
+        if added or order is None:
+            if order is None or len(added) > 64 or len(order) + len(added) != len(self._states):
+                order = sorted(self._states, key=self._key_form)
+            else:
+                order = order.copy()  # a caller may still be iterating the old list
+                for key in added:
+                    insort(order, key, key=self._key_form)
+            self._order, self._added = order, []
+        return iter(order)
+
+    def _key_form(self, key: tuple) -> bytes:
+        form = self._key_forms.get(key)
+        if form is None:
+            form = self._key_forms[key] = canonical(key)
+        return form
 
     def _changed(self, keys) -> None:
         """``keys`` are about to change (or appear): forget what the digest kept of them."""
@@ -327,7 +344,7 @@ class Replica:
         for key in keys:
             forms.pop(key, None)
             if key not in states:
-                self._order = None
+                self._added.append(key)
 
     def _index(self, keys) -> None:
         for key in keys:

@@ -331,6 +331,16 @@ class ReplicaNetwork(RuleBasedStateMachine):
                     assert state.rights(i) >= 0, (replica, member, i, state)
 
     @invariant()
+    def keys_are_listed_once_in_canonical_order(self):
+        # The order is kept up to date as keys appear, not sorted again for each digest.
+        for r, replica in enumerate(self.replicas):
+            touched = {key for i in self.seen[r] for key, _ in self.groups[i][0].ops}
+            listed = list(replica.keys())
+            assert listed == sorted(touched, key=canonical)
+            for kind in {key[0] for key in touched}:
+                assert list(replica.keys(kind)) == [key for key in listed if key[0] == kind]
+
+    @invariant()
     def no_balance_below_zero(self):
         for replica in self.replicas:
             self.check_balances(replica)
