@@ -354,8 +354,8 @@ class Replica:
         """BLAKE2b-256 of the canonical full state: equal iff the states are equal."""
         if self._digest is not None:
             return self._digest
-        h = hashlib.blake2b(digest_size=32, person=b"tillmesh-replica")
         forms, states = self._forms, self._states
+        parts = []
         for key in self.keys():
             form = forms.get(key)
             if form is None:
@@ -366,8 +366,10 @@ class Replica:
                     wire = state.fingerprint() if isinstance(state, Document) else state.to_wire()
                     form = canonical([list(key), wire])
                 forms[key] = form
-            h.update(form)
-        self._digest = h.digest()
+            parts.append(form)
+        # One update of the joined forms hashes the same bytes as one update per key, at a
+        # fraction of the calls.
+        self._digest = hashlib.blake2b(b"".join(parts), digest_size=32, person=b"tillmesh-replica").digest()
         return self._digest
 
     def to_wire(self) -> list:

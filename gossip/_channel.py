@@ -215,35 +215,46 @@ _CONTAINERS = frozenset({list, tuple, dict})
 
 def _plain_data_problem(obj: Any) -> str | None:
     """Why ``obj`` is not a frame's plain data, or None if it is."""
-    # Every frame in and out passes here: exact types are tested first (a set lookup), and
+    # Every frame in and out passes here. The walk holds containers only: the scalars of
+    # each container are checked in the loop over it, exact types first (a set lookup), and
     # only something else (a subclass, or not plain data at all) takes the isinstance path.
-    stack = [(obj, 0)]
-    pop, push, extend = stack.pop, stack.append, stack.extend
-    while stack:
-        item, depth = pop()
-        kind = type(item)
-        if kind in _SCALARS:
-            continue
-        if kind is int or (kind not in _CONTAINERS and isinstance(item, int)
-                           and not isinstance(item, bool)):
-            if not _MIN_INT <= item <= _MAX_INT:
-                return f"integer {item} is outside CBOR's 64-bit range (bignums are tags)"
-            continue
-        if kind not in _CONTAINERS:
-            if isinstance(item, (bool, str, bytes, bytearray)):
+    pending = [((obj,), 0)]  # (items, their depth)
+    pop, push = pending.pop, pending.append
+    while pending:
+        items, depth = pop()
+        for item in items:
+            kind = type(item)
+            if kind in _SCALARS:
                 continue
-            if not isinstance(item, (list, tuple, dict)):
-                return f"{type(item).__name__} is not plain data (None, bool, int, bytes, str, array, map)"
-        if depth >= MAX_FRAME_DEPTH:
-            return f"nested deeper than {MAX_FRAME_DEPTH}"
-        depth += 1
-        if isinstance(item, dict):
-            for key, value in item.items():
-                push((key, depth))
-                push((value, depth))
-        else:
-            extend([(x, depth) for x in item])
+            if kind is int:
+                if not _MIN_INT <= item <= _MAX_INT:
+                    return f"integer {item} is outside CBOR's 64-bit range (bignums are tags)"
+                continue
+            if kind not in _CONTAINERS:
+                problem = _unusual_item_problem(item)
+                if problem is not None:
+                    return problem
+                if not isinstance(item, (list, tuple, dict)):
+                    continue  # a subclass of a scalar
+            if depth >= MAX_FRAME_DEPTH:
+                return f"nested deeper than {MAX_FRAME_DEPTH}"
+            if isinstance(item, dict):
+                push((item.keys(), depth + 1))
+                push((item.values(), depth + 1))
+            else:
+                push((item, depth + 1))
     return None
+
+
+def _unusual_item_problem(item: Any) -> str | None:
+    """For an item whose exact type is not plain data: None if it subclasses a plain type."""
+    if isinstance(item, int) and not isinstance(item, bool):
+        if not _MIN_INT <= item <= _MAX_INT:
+            return f"integer {item} is outside CBOR's 64-bit range (bignums are tags)"
+        return None
+    if isinstance(item, (bool, str, bytes, bytearray, list, tuple, dict)):
+        return None
+    return f"{type(item).__name__} is not plain data (None, bool, int, bytes, str, array, map)"
 
 
 def _encode_frame(obj: Any) -> bytes:

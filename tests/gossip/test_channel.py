@@ -673,6 +673,53 @@ def test_frames_that_are_not_plain_data_are_the_callers_fault(obj) -> None:
     assert pair.initiator.state is ChannelState.ESTABLISHED
 
 
+class _Code(int):
+    """An int subclass (an IntEnum, say) is an int on the wire."""
+
+
+def _is_plain(obj, depth=0) -> bool:
+    """The reference: what the channel must accept as a frame, written the obvious way."""
+    if obj is None or isinstance(obj, (bool, str, bytes, bytearray)):
+        return True
+    if isinstance(obj, int):
+        return -(2**64) <= obj <= 2**64 - 1
+    if isinstance(obj, (list, tuple, dict)):
+        if depth >= MAX_FRAME_DEPTH:
+            return False
+        items = [x for pair in obj.items() for x in pair] if isinstance(obj, dict) else obj
+        return all(_is_plain(x, depth + 1) for x in items)
+    return False
+
+
+_leaves = st.one_of(st.none(), st.booleans(), st.text(max_size=3), st.binary(max_size=3),
+                    st.integers(-(2**65), 2**65), st.integers(-5, 5).map(_Code), st.floats(allow_nan=False),
+                    st.frozensets(st.integers(0, 3), max_size=2))
+_hashable = st.one_of(st.integers(-3, 3), st.text(max_size=2), st.tuples(st.integers(0, 2), st.binary(max_size=2)))
+_trees = st.recursive(_leaves, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.tuples(inner, inner), st.dictionaries(_hashable, inner, max_size=3)),
+    max_leaves=12)
+
+
+def _deep(depth: int, leaf) -> list:
+    obj = [leaf]
+    for _ in range(depth - 1):
+        obj = [obj]
+    return obj
+
+
+@settings(max_examples=300)
+@given(obj=st.one_of(_trees, st.builds(_deep, st.integers(MAX_FRAME_DEPTH - 1, MAX_FRAME_DEPTH + 1), _leaves)))
+def test_the_channel_sends_exactly_the_plain_data(obj) -> None:
+    pair = established()
+    if _is_plain(obj):
+        pair.initiator.send_frame(obj)
+        assert pair.initiator.data_to_send() != b""
+    else:
+        with pytest.raises(MalformedWire):
+            pair.initiator.send_frame(obj)
+        assert pair.initiator.data_to_send() == b""
+
+
 def test_plain_data_at_the_edges_passes() -> None:
     pair = established()
     frames = [_nested(MAX_FRAME_DEPTH), 2**64 - 1, -(2**64), {(1, b"k"): None}, (1, 2), False, ""]
