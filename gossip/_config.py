@@ -23,8 +23,8 @@ class EngineConfig:
 
     have_interval_ms: int = 5_000
     full_have_every: int = 6
-    ping_interval_ms: int = 15_000
-    ping_timeout_ms: int = 45_000
+    ping_interval_ms: int = 40_000
+    ping_timeout_ms: int = 60_000
     greeting_timeout_ms: int = 10_000
     prompt_acks: bool = True
     push_delay_ms: int = 0

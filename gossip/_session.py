@@ -108,8 +108,11 @@ class SessionConfig:
 
     have_interval_ms: int = 5_000  # anti-entropy: re-send have this often
     full_have_every: int = 6  # every Nth periodic have carries the whole vector and head hashes
-    ping_interval_ms: int = 15_000  # ping a quiet peer after this long
-    ping_timeout_ms: int = 45_000  # close a peer silent for this long
+    # Ping a quiet peer after this long. A live peer sends a full have every
+    # ``have_interval_ms * full_have_every`` (30 s, jittered by a few seconds): pinging only
+    # after a longer silence lets those haves be the heartbeat of an idle link.
+    ping_interval_ms: int = 40_000
+    ping_timeout_ms: int = 60_000  # close a peer silent for this long
     greeting_timeout_ms: int = 10_000  # the peer's first have must come this soon after the handshake
     prompt_acks: bool = True  # answer a peer's own new entries with a have at once (ack state)
     push_delay_ms: int = 0  # coalesce pushes for this long (0: push at once, as a LAN wants)

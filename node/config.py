@@ -71,8 +71,8 @@ class SyncSection:
     """
 
     have_interval_ms: int = 5_000
-    ping_interval_ms: int = 15_000
-    ping_timeout_ms: int = 45_000
+    ping_interval_ms: int = 40_000
+    ping_timeout_ms: int = 60_000
     max_handshakes: int = 8
     dial_backoff_min_ms: int = 500
     dial_backoff_max_ms: int = 30_000
