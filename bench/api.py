@@ -11,6 +11,10 @@ file) runs in this process under trio, its API on 127.0.0.1. In the same run:
   with the server), each sending ``POST /sales`` with a fresh sale id in a loop. Every
   response must be 200. ``sale_p50_ms``/``sale_p99_ms`` are per request, as a client sees it.
 - ``api_sales_vs_commit`` = api_sales_per_s / commit_per_s (goal >= 0.5).
+- ``bare_server_per_s``: the same clients and bodies against the node's Hypercorn set-up
+  (``node.api.serve_api``) serving an ASGI app that only reads each request and answers a
+  constant: what the HTTP server alone allows, so ``bare_server_vs_commit`` bounds what
+  ``api_sales_vs_commit`` can reach with this server.
 
 Everything is on loopback; the child process and the node are stopped before it exits, and
 the temporary directory is removed.
@@ -33,6 +37,8 @@ import trio
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench._bare_server import constant_app  # noqa: E402
 
 CLIENTS = 8
 
@@ -86,6 +92,7 @@ def make_node_dir(root: Path) -> Path:
 
 
 async def measure(path: Path, per_client: int) -> dict:
+    from node.api import serve_api
     from node.runtime import Node
     from node.storage import DataDir
 
@@ -107,34 +114,52 @@ async def measure(path: Path, per_client: int) -> dict:
                     tasks.start_soon(committer, index)
             commit_s = time.perf_counter() - start
 
-            child = await trio.lowlevel.open_process(
-                [sys.executable, __file__, "--client", str(ports["api"]), node.api_token, str(per_client)],
-                stdout=subprocess.PIPE)
-            try:
-                chunks = []
-                async for chunk in child.stdout:
-                    chunks.append(chunk)
-                await child.wait()
-            finally:
-                if child.returncode is None:
-                    child.kill()
-                    await child.wait()
-            result = json.loads(b"".join(chunks))
+            result = await run_clients(ports["api"], node.api_token, per_client)
             node.stop()
+        # The HTTP server alone: the same clients and bodies against the node's own Hypercorn
+        # set-up (``serve_api``) serving an app that answers every request with a constant.
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_api, constant_app, "127.0.0.1", 0, stop.wait)
+            bare = await run_clients(port, node.api_token, per_client)
+            stop.set()
     total = CLIENTS * per_client
     latencies = sorted(result["latencies"])
-    if result["errors"]:
-        raise SystemExit(f"sales failed: {result['errors']}")
+    for run in (result, bare):
+        if run["errors"]:
+            raise SystemExit(f"requests failed: {run['errors']}")
     commit_rate = total / commit_s
     api_rate = total / result["elapsed"]
+    bare_rate = total / bare["elapsed"]
     return {
         "clients": CLIENTS, "sales_per_side": total,
         "commit_per_s": round(commit_rate, 1), "api_sales_per_s": round(api_rate, 1),
         "sale_p50_ms": round(statistics.median(latencies) * 1000, 2),
         "sale_p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000, 2),
-        "ratios": {"api_sales_vs_commit": round(api_rate / commit_rate, 3)},
-        "goal": {"api_sales_vs_commit": 0.5},
+        "bare_server_per_s": round(bare_rate, 1),
+        "bare_server_p50_ms": round(statistics.median(bare["latencies"]) * 1000, 2),
+        "ratios": {"api_sales_vs_commit": round(api_rate / commit_rate, 3),
+                   "bare_server_vs_commit": round(bare_rate / commit_rate, 3),
+                   "api_sales_vs_bare_server": round(api_rate / bare_rate, 3)},
+        "goal": {"api_sales_vs_commit": 0.5, "bare_server_vs_commit": "reported: the most the server allows",
+                 "api_sales_vs_bare_server": "reported"},
     }
+
+
+async def run_clients(port: int, token: str, per_client: int) -> dict:
+    """The client child process against ``port``; its figures."""
+    child = await trio.lowlevel.open_process([sys.executable, __file__, "--client", str(port), token, str(per_client)],
+                                             stdout=subprocess.PIPE)
+    try:
+        chunks = []
+        async for chunk in child.stdout:
+            chunks.append(chunk)
+        await child.wait()
+    finally:
+        if child.returncode is None:
+            child.kill()
+            await child.wait()
+    return json.loads(b"".join(chunks))
 
 
 def main() -> None:
