@@ -31,6 +31,7 @@ Shutdown (SIGINT/SIGTERM, or ``Node.stop()``): stop accepting, close every sessi
 from __future__ import annotations
 
 import collections
+import hashlib
 import itertools
 import json
 import logging
@@ -46,9 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import trio
 
-from crdt_types import StorageError, TillmeshError
+from crdt_types import StorageError, TillmeshError, canonical
 from gossip import CloseReason, Committed, Engine, EngineConfig, Now
 
 from .pos import POS_ESCROW, POS_POLICY, POS_SCHEMA, Shop
@@ -77,6 +79,24 @@ INCIDENT_QUEUE = 256
 # Record kinds whose entry (origin, seq) the node remembers: the ack level and seq a replayed
 # sale, refund or retry-safe operation reports.
 _INDEXED_KINDS = frozenset({"sale", "refund", "operation"})
+
+
+def _entry_meta_name(key: tuple) -> str:
+    """The store's meta name for where ``key``'s record was written (names are at most 64 characters)."""
+    return "entry:" + hashlib.blake2b(canonical(list(key)), digest_size=16, person=b"tillmesh-entryof").hexdigest()
+
+
+def _entry_from_meta(data: bytes | None) -> tuple[int, int] | None:
+    if data is None or len(data) > 32:
+        return None
+    try:
+        value = cbor2.loads(data)
+    except Exception:  # an unreadable row is as good as none: the caller says "not known"
+        return None
+    if (isinstance(value, list) and len(value) == 2
+            and all(type(v) is int and 0 <= v < 2**53 for v in value)):
+        return value[0], value[1]
+    return None
 
 
 def _now() -> Now:
@@ -166,7 +186,8 @@ class Node:
         self.api_token = data_dir.api_token()
         sync = self.config.sync
         engine_config = EngineConfig(have_interval_ms=sync.have_interval_ms, ping_interval_ms=sync.ping_interval_ms,
-                                     ping_timeout_ms=sync.ping_timeout_ms)
+                                     ping_timeout_ms=sync.ping_timeout_ms,
+                                     snapshot_every=self.config.storage.snapshot_every)
         self.engine = Engine(keyring, self.store, random_bytes=os.urandom, now=_now(), policy=POS_POLICY,
                              schema=POS_SCHEMA, escrow=POS_ESCROW, config=engine_config)
         self._rng = rng or random.Random()
@@ -343,8 +364,25 @@ class Node:
         return bool(predicate())
 
     def entry_of(self, key: tuple) -> tuple[int, int] | None:
-        """(origin, seq) of the entry that first wrote a sale, refund or operation record seen by this run."""
-        return self._entries.get(key)
+        """(origin, seq) of the entry that first wrote a sale, refund or operation record.
+
+        Kept in memory for what this run applied and in the store (``_index_entry``) for what
+        earlier runs did, whose entries a restart from a snapshot does not replay.
+        """
+        where = self._entries.get(key)
+        if where is None and key and key[0] in _INDEXED_KINDS:
+            where = _entry_from_meta(self.store.get_meta(_entry_meta_name(key)))
+            if where is not None:
+                self._entries[key] = where
+        return where
+
+    def _index_entry(self, key: tuple, origin: int, seq: int) -> None:
+        if key in self._entries:
+            return
+        self._entries[key] = (origin, seq)
+        # With the next flush, so never later than a snapshot that holds the record (snapshots
+        # are written through the same store, after the entries they cover).
+        self.store.put_meta(_entry_meta_name(key), canonical([origin, seq]))
 
     def ack_of(self, key: tuple) -> str | None:
         """Where the entry holding ``key`` is known to be held: ``local``, ``lan`` or ``anchor``.
@@ -353,7 +391,7 @@ class Node:
         this run has not seen written (after a restart from a snapshot), the weakest level of
         any own entry is the safe answer.
         """
-        entry = self._entries.get(key)
+        entry = self.entry_of(key)
         if entry is not None:
             origin, seq = entry
             return self.engine.ack_level(seq).value if origin == self.device else "lan"
@@ -386,7 +424,7 @@ class Node:
                     self.event_count += 1
                     self.events.append((self.event_count, change.origin, change.seq, key))
                     if key[0] in _INDEXED_KINDS:
-                        self._entries.setdefault(key, (change.origin, change.seq))
+                        self._index_entry(key, change.origin, change.seq)
             self._changed.set()
             self._changed = trio.Event()
         if self.pos is not None:

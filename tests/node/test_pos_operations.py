@@ -5,10 +5,15 @@ time it is sent, as before."""
 
 from __future__ import annotations
 
+from contextlib import asynccontextmanager
+
+import httpx
 import pytest
 import trio
 
-from tests.node.pos_helpers import running_shop
+from node.runtime import Node
+from node.storage import DataDir
+from tests.node.pos_helpers import SYNC, make_chain, running_shop, wait_for
 
 MANAGER = ("till-1", "central", ("manager",))
 STOCK = ("stock", "central", "tea")
@@ -125,3 +130,54 @@ async def test_status_names_each_peer_its_last_sync_and_how_far_apart_they_are(t
         assert down[0]["last_heard_ms"] <= time.time() * 1000
         shop.proxies["till-2"].heal()
         await wait_for(lambda: not hub.status()["peers_down"], what="till-2 back")
+
+
+@asynccontextmanager
+async def one_node(path):
+    """A node on an existing data directory, with its API client; stopped at the end."""
+    data_dir = DataDir.open(path)
+    with data_dir.lock():
+        node = Node(data_dir)
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(node.run)
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['api']}", trust_env=False, timeout=30,
+                                         headers={"Authorization": f"Bearer {node.api_token}"}) as client:
+                try:
+                    yield node, client
+                finally:
+                    node.stop()
+            await node._stopped.wait()
+
+
+@pytest.mark.trio
+async def test_a_retry_after_a_restart_from_a_snapshot_returns_the_first_result(tmp_path):
+    # The snapshot the restart loads holds the sale and the operation: the entries that wrote
+    # them are not replayed, and the retry must still name them, as the first answer did.
+    dirs = make_chain(tmp_path, [MANAGER, ("till-2", "central", ("cashier",))])
+    (dirs["till-2"] / "node.toml").write_text(SYNC)  # a peer, so that the till's engine ticks
+    sale = {"sale_id": "s-1", "lines": [{"sku": "tea", "quantity": 2, "unit_price": 300}],
+            "payments": [{"method": "cash", "amount": 600}]}
+    topup = {"amount": 500, "operation_id": "op-1"}
+    async with one_node(dirs["till-2"]) as (hub, _):
+        (dirs["till-1"] / "node.toml").write_text(f'[peers]\nstatic = ["127.0.0.1:{hub.ports["peer"]}"]\n'
+                                                  + SYNC + "[storage]\nsnapshot_every = 1\n")
+        async with one_node(dirs["till-1"]) as (node, client):
+            first_sale = (await client.post("/sales", json=sale)).json()
+            first_topup = (await client.post("/members/alice/topups", json=topup)).json()
+            before = node.store.get_meta("snapshot")
+            for _ in range(10):  # entries after them, so that a snapshot is due after them
+                assert (await client.post("/stock/receipts", json={"lines": [{"sku": "tea", "quantity": 1}]})
+                        ).status_code == 200
+            await wait_for(lambda: node.store.get_meta("snapshot") not in (None, before) and not node.store.dirty,
+                           what="a snapshot taken after the sale to be durable")
+        async with one_node(dirs["till-1"]) as (node, client):
+            replayed = {key for _, _, _, key in node.events}
+            assert ("sale", "s-1") not in replayed and ("operation", "op-1") not in replayed  # from the snapshot
+            again_sale = await client.post("/sales", json=sale)
+            again_topup = await client.post("/members/alice/topups", json=topup)
+            assert again_sale.status_code == again_topup.status_code == 200
+            assert again_sale.json()["replayed"] is again_topup.json()["replayed"] is True
+            assert again_sale.json()["device"] == first_sale["device"] == node.device
+            assert first_sale["seq"] is not None and first_topup["seq"] is not None
+            assert again_sale.json()["seq"] == first_sale["seq"]
+            assert again_topup.json()["seq"] == first_topup["seq"]
