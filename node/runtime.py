@@ -53,6 +53,7 @@ import trio
 from crdt_types import StorageError, TillmeshError, canonical
 from gossip import CloseReason, Committed, Engine, EngineConfig, Now
 
+from ._alerts import RecentAlerts
 from .pos import POS_ESCROW, POS_POLICY, POS_SCHEMA, Shop
 
 __all__ = ["Node", "run_node", "MAX_CONNECTION_BUFFER"]
@@ -208,7 +209,7 @@ class Node:
         # "down" and when it was last heard from.
         self._peers_seen: dict[int, dict[str, Any]] = {}
         self.ports: dict[str, int] = {}
-        self.recent_alerts: collections.deque = collections.deque(maxlen=RECENT_ALERTS)
+        self.recent_alerts = RecentAlerts(RECENT_ALERTS)
         self.counters = {"commits": 0, "flushes": 0, "flush_failures": 0, "bytes_in": 0, "bytes_out": 0,
                          "alerts": 0}
         # -- the POS domain's view of the node (node/pos, GET /events) ---------------------------
@@ -255,7 +256,7 @@ class Node:
             "peers_down": self._peers_down(rows),
             "storage": {"path": str(getattr(self.store, "path", "")), "dirty": self.store.dirty},
             "counters": dict(self.counters),
-            "alerts": list(self.recent_alerts),
+            "alerts": [dict(row) for row in self.recent_alerts],
         }
 
     def _peer_seen(self, p: Any, now: Now) -> dict[str, Any]:
@@ -575,10 +576,9 @@ class Node:
                     self._close_conn(close.peer)
             for alert in effects.alerts:
                 self.counters["alerts"] += 1
-                self.recent_alerts.append({"kind": alert.kind.value, "device": alert.origin, "detail": alert.detail,
-                                           "entry": list(alert.entry) if alert.entry else None,
-                                           "at_ms": int(time.time() * 1000)})
-                log.warning("alert %s (device %s): %s", alert.kind.value, alert.origin, alert.detail)
+                line = self.recent_alerts.add(alert, int(time.time() * 1000))
+                if line is not None:
+                    log.warning("%s", line)
             self._note_authenticated()
             for committed in effects.committed:
                 waiter = self._waiting.pop(committed.seq, None)
