@@ -75,11 +75,19 @@ RECENT_ALERTS = 50
 # Applied changes kept for GET /events to resume from (a client further behind is told to
 # reset: read the state again, then follow from there).
 EVENTS_RING = 4096
-# Alerts waiting to become incidents; past this they stay in the log and recent_alerts only.
+# Alerts (and refunds to check) waiting for the incident reporter; past this they stay in the
+# log and recent_alerts only.
 INCIDENT_QUEUE = 256
 # Record kinds whose entry (origin, seq) the node remembers: the ack level and seq a replayed
 # sale, refund or retry-safe operation reports.
 _INDEXED_KINDS = frozenset({"sale", "refund", "operation"})
+
+
+@dataclass(frozen=True)
+class _RefundArrived:
+    """For the incident reporter: another device's refund record was applied."""
+
+    key: tuple
 
 
 def _entry_meta_name(key: tuple) -> str:
@@ -426,22 +434,32 @@ class Node:
                     self.events.append((self.event_count, change.origin, change.seq, key))
                     if key[0] in _INDEXED_KINDS:
                         self._index_entry(key, change.origin, change.seq)
+                        if key[0] == "refund" and change.origin != self.device and self.pos is not None:
+                            self._to_reporter(_RefundArrived(key))
             self._changed.set()
             self._changed = trio.Event()
         if self.pos is not None:
             for alert in effects.alerts:
-                try:
-                    self._incidents_send.send_nowait(alert)
-                except trio.WouldBlock:
-                    self.counters["incidents_dropped"] += 1
+                self._to_reporter(alert)
+
+    def _to_reporter(self, item: Any) -> None:
+        try:
+            self._incidents_send.send_nowait(item)
+        except trio.WouldBlock:
+            self.counters["incidents_dropped"] += 1
 
     async def _report_incidents(self) -> None:
-        """Engine alerts become incidents in the replicated ledger (node/pos/_incidents.py)."""
-        async for alert in self._incidents_recv:
+        """Engine alerts become incidents in the replicated ledger (node/pos/_incidents.py), and
+        other devices' refunds are checked against their sale (node/pos/_refunds.py)."""
+        async for item in self._incidents_recv:
             try:
-                await self.pos.report_alert(alert)
+                if isinstance(item, _RefundArrived):
+                    await self.pos.refund_arrived(item.key)
+                else:
+                    await self.pos.report_alert(item)
             except TillmeshError as exc:
-                log.warning("alert %s not recorded as an incident: %s", alert.kind.value, exc)
+                log.warning("%s not recorded as an incident: %s",
+                            item.key if isinstance(item, _RefundArrived) else item.kind.value, exc)
 
     # -- running ------------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
 
 Incidents come from two places. The domain writes them where it refuses or sees something
 wrong (an oversell, in the same entry as the sale that caused it; a refused overdraft; a
-sale id reused with another body). The node turns the engine's alerts (clock skew, forks,
+sale id reused with another body; refunds on unlinked devices that together exceed the sale). The node turns the engine's alerts (clock skew, forks,
 unauthorized ops, forged slots, overdrafts skipped in the escrow fold, conflicting records,
 entries of revoked devices dropped) into incidents as they arrive. Each is a ``Record`` at
 ``("incident", id)`` with its time, the device it concerns, the reporting device and
@@ -23,7 +23,7 @@ from ._common import PosNode, day_of, ident, now_ms
 from ._errors import NotFound
 from ._requests import IncidentAck, parse
 
-__all__ = ["incident_record", "report", "report_alert", "list_incidents", "acknowledge", "ALERT_KINDS",
+__all__ = ["incident_record", "incident_id_of", "report", "report_alert", "list_incidents", "acknowledge", "ALERT_KINDS",
            "DOMAIN_KINDS"]
 
 log = logging.getLogger("tillmesh.pos")
@@ -36,7 +36,7 @@ ALERT_KINDS = {
     "record_conflict": "conflicting_records", "revoked_entries_dropped": "revoked_device",
     "entry_refused": "entry_refused", "rights_refused": "rights_refused",
 }
-DOMAIN_KINDS = ("oversell", "overdraft_refused", "sale_conflict")
+DOMAIN_KINDS = ("oversell", "overdraft_refused", "sale_conflict", "over_refund")
 _LEDGER_KINDS = ("incident", "incident_ack")
 MAX_LISTED = 500
 
@@ -65,6 +65,11 @@ async def report(node: PosNode, incident_id: str, record: dict[str, Any]) -> boo
 
 def _digest(*parts: Any) -> str:
     return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
+
+
+def incident_id_of(kind: str, *parts: Any) -> str:
+    """An incident id derived from what it reports: the same report gives the same id."""
+    return f"{kind}:{_digest(*parts)}"
 
 
 async def report_alert(node: PosNode, alert: Any) -> bool:

@@ -3,6 +3,12 @@
 A refund is a record at ``("refund", refund_id)`` (the idempotency key, as a sale id is),
 written with the stock it puts back into this device's branch and, when refunded to a
 member, the credit to the balance, in one entry.
+
+Each device checks the refunds it holds, so two devices without a link between them can
+together refund more than was sold. When another device's refund arrives, ``check_refunds``
+looks again; if the sale is over-refunded, the writer of the latest of its refunds (latest by
+time, then device, then id: every replica picks the same) records an ``over_refund`` incident,
+once for that set of refunds.
 """
 
 from __future__ import annotations
@@ -11,9 +17,10 @@ from typing import Any
 
 from ._common import PosNode, balance_key, day_of, fingerprint, now_ms, stock_key
 from ._errors import InvalidRequest, NotFound, Refused
+from ._incidents import incident_id_of, incident_record, report
 from ._requests import RefundRequest, parse
 
-__all__ = ["refund", "refunded_of"]
+__all__ = ["refund", "refunded_of", "check_refunds"]
 
 
 def refunded_of(node: PosNode, sale_id: str) -> dict[str, int]:
@@ -25,6 +32,39 @@ def refunded_of(node: PosNode, sale_id: str) -> dict[str, int]:
             for line in record.get("lines", ()):
                 out[line["sku"]] = out.get(line["sku"], 0) + line["quantity"]
     return out
+
+
+def _refunds_of(node: PosNode, sale_id: str) -> list[dict[str, Any]]:
+    records = (node.value(key) for key in node.keys("refund"))
+    return [r for r in records if isinstance(r, dict) and r.get("sale_id") == sale_id]
+
+
+async def check_refunds(node: PosNode, sale_id: str) -> bool:
+    """Record an ``over_refund`` incident if the refunds of ``sale_id`` held here exceed what
+    was sold and this device wrote the latest of them; True if one was written."""
+    sale = node.value(("sale", sale_id))
+    refunds = _refunds_of(node, sale_id)
+    if not isinstance(sale, dict) or not refunds:
+        return False
+    sold: dict[str, int] = {}
+    for line in sale["lines"]:
+        sold[line["sku"]] = sold.get(line["sku"], 0) + line["quantity"]
+    refunded: dict[str, int] = {}
+    for record in refunds:
+        for line in record.get("lines", ()):
+            refunded[line["sku"]] = refunded.get(line["sku"], 0) + line["quantity"]
+    over = [{"sku": sku, "sold": sold.get(sku, 0), "refunded": n} for sku, n in sorted(refunded.items())
+            if n > sold.get(sku, 0)]
+    latest = max(refunds, key=lambda r: (r.get("at_ms", 0), r.get("device", -1), r.get("refund_id", "")))
+    if not over or latest.get("device") != node.device:
+        return False
+    ids = sorted(r["refund_id"] for r in refunds)
+    detail = f"sale {sale_id} refunded beyond what was sold, by refunds on devices without a link: " + ", ".join(
+        f"{o['sku']} {o['refunded']} of {o['sold']}" for o in over)
+    evidence = {"sale_id": sale_id, "lines": over, "refunds": ids,
+                "devices": sorted({r.get("device") for r in refunds if isinstance(r.get("device"), int)})}
+    return await report(node, incident_id_of("over_refund", sale_id, *ids),
+                        incident_record(node, "over_refund", detail, evidence=evidence))
 
 
 async def refund(node: PosNode, body: Any) -> dict[str, Any]:

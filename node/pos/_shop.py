@@ -154,5 +154,13 @@ class Shop:
     async def report_alert(self, alert: Any) -> bool:
         return await _incidents.report_alert(self.node, alert)
 
+    async def refund_arrived(self, key: tuple) -> bool:
+        """Another device's refund at ``key`` was applied: check its sale's refunds."""
+        record = self.node.value(key)
+        if not isinstance(record, dict) or not isinstance(record.get("sale_id"), str):
+            return False
+        async with self._lock(("refunds-of", record["sale_id"])):
+            return await _refunds.check_refunds(self.node, record["sale_id"])
+
     def rollups(self, *, day: str | None = None, branch: str | None = None, top: int = 10) -> dict[str, Any]:
         return _rollups.rollups(self.node, day=day, branch=branch, top=top)

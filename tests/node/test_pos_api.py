@@ -248,3 +248,37 @@ async def test_the_same_sale_sent_100_times_is_one_sale_and_one_decrement(tmp_pa
         assert {(r["sale_id"], r["seq"], r["total"]) for r in results} == {("RETRY-1", before + 1, 900)}
         assert node.value(("stock", "central", "tea")) == 497
         assert own_seq(node) == before + 1
+
+
+@pytest.mark.trio
+async def test_refunds_of_one_sale_on_two_offline_tills_that_together_exceed_it_are_an_incident(tmp_path):
+    # Each till checks what it holds, so both refunds pass; once they meet, the writer of the
+    # later refund reports the over-refund, once, for every device to see.
+    async with running_shop(tmp_path, [MANAGER, CASHIER]) as shop:
+        boss, till = shop.clients["till-1"], shop.clients["till-2"]
+        await boss.post("/stock/receipts", json={"lines": [{"sku": "tea", "quantity": 10}]})
+        assert (await boss.post("/sales", json=sale("S-9", ("tea", 3, 250)))).status_code == 200
+        await wait_for(lambda: shop.nodes["till-2"].value(("sale", "S-9")), what="the sale on till-2")
+        shop.proxies["till-2"].cut()
+        await wait_for(lambda: shop.nodes["till-2"].links_live() == 0, what="till-2 offline")
+        for client, refund_id, quantity in ((boss, "R-a", 2), (till, "R-b", 3)):
+            response = await client.post("/refunds", json={"refund_id": refund_id, "sale_id": "S-9", "method": "cash",
+                                                           "lines": [{"sku": "tea", "quantity": quantity}]})
+            assert response.status_code == 200, response.text
+        assert not [i for i in (await boss.get("/incidents")).json()["incidents"] if i["kind"] == "over_refund"]
+        shop.proxies["till-2"].heal()
+
+        def over_refunds(name: str) -> list:
+            node = shop.nodes[name]
+            return [node.value(k) for k in node.keys("incident") if node.value(k)["kind"] == "over_refund"]
+
+        await wait_for(lambda: over_refunds("till-1") and over_refunds("till-2"), what="the over-refund incident")
+        await wait_for(lambda: len({n.status()["digest"] for n in shop.nodes.values()}) == 1,
+                       what="the two to converge")
+        (incident,) = over_refunds("till-1")
+        assert incident["evidence"]["sale_id"] == "S-9"
+        assert incident["evidence"]["lines"] == [{"sku": "tea", "sold": 3, "refunded": 5}]
+        assert sorted(incident["evidence"]["refunds"]) == ["R-a", "R-b"]
+        listed = (await boss.get("/incidents?kind=over_refund")).json()["incidents"]
+        assert [i["id"] for i in listed] == [i["id"] for i in (await till.get("/incidents?kind=over_refund")).json()["incidents"]]
+        assert len(listed) == 1
