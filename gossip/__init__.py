@@ -7,7 +7,7 @@ and ``flushed`` once the store is durable) and pulls ``poll() -> Effects``;
 ``gossip.testing`` wires engines together in memory.
 """
 
-from ._config import EngineConfig
+from ._config import EngineConfig, ping_interval_for
 from ._engine import MAX_PEERS, Engine
 from ._enrollment import MAX_TOKEN_BYTES, TOKEN_PREFIX, Authority, import_token, import_tokens
 from ._entry import MAX_ENTRY_BYTES, Entry
@@ -55,7 +55,7 @@ from ._store import MAX_READ, FeedStore, Head, MemoryFeedStore
 
 __all__ = [
     # the engine and what it hands out
-    "Engine", "EngineConfig", "MAX_PEERS", "Now", "Effects", "Alert", "AlertKind", "AppliedChange",
+    "Engine", "EngineConfig", "ping_interval_for", "MAX_PEERS", "Now", "Effects", "Alert", "AlertKind", "AppliedChange",
     "Committed", "Close", "CloseReason", "AckChange", "AckLevel", "AckSummary", "PeerStatus", "Status",
     "SessionState",
     # who may take part

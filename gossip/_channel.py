@@ -238,9 +238,9 @@ def _plain_data_problem(obj: Any) -> str | None:
                     continue  # a subclass of a scalar
             if depth >= MAX_FRAME_DEPTH:
                 return f"nested deeper than {MAX_FRAME_DEPTH}"
-            if isinstance(item, dict):
-                push((item.keys(), depth + 1))
-                push((item.values(), depth + 1))
+            if isinstance(item, dict):  # dict's own views: what the encoder will encode
+                push((dict.keys(item), depth + 1))
+                push((dict.values(item), depth + 1))
             else:
                 push((item, depth + 1))
     return None

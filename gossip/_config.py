@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from crdt_types import InvalidInput
+
 from ._session import SessionConfig
 
-__all__ = ["EngineConfig"]
+__all__ = ["EngineConfig", "ping_interval_for"]
+
+PING_INTERVAL_MS = SessionConfig.ping_interval_ms
+PING_TIMEOUT_MS = SessionConfig.ping_timeout_ms
+
+
+def ping_interval_for(ping_timeout_ms: int) -> int:
+    """The ping interval for a configuration that sets only the timeout: the default, or two
+    thirds of a timeout set below it (a pong then has a third of the timeout to come back)."""
+    return min(PING_INTERVAL_MS, ping_timeout_ms * 2 // 3)
 
 
 @dataclass(frozen=True)
@@ -23,14 +34,20 @@ class EngineConfig:
 
     have_interval_ms: int = 5_000
     full_have_every: int = 6
-    ping_interval_ms: int = 40_000
-    ping_timeout_ms: int = 60_000
+    ping_interval_ms: int = PING_INTERVAL_MS
+    ping_timeout_ms: int = PING_TIMEOUT_MS
     greeting_timeout_ms: int = 10_000
     prompt_acks: bool = True
     push_delay_ms: int = 0
     have_jitter: bool = True
     forward_eagerly: bool | None = None
     snapshot_every: int = 1000  # save a replica snapshot after this many applied entries (0: never)
+
+    def __post_init__(self) -> None:
+        if self.ping_timeout_ms <= self.ping_interval_ms:
+            raise InvalidInput(f"ping_timeout_ms ({self.ping_timeout_ms}) must be above ping_interval_ms "
+                               f"({self.ping_interval_ms}), or every quiet link would be closed before its ping; "
+                               f"for this timeout, ping_interval_for() gives {ping_interval_for(self.ping_timeout_ms)}")
 
     @property
     def session(self) -> SessionConfig:

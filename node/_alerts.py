@@ -30,7 +30,7 @@ class RecentAlerts:
         """Record ``alert``; returns the line to log, or None for a repeat inside the window."""
         key = (alert.kind.value, alert.origin, alert.detail)
         row = self._open.get(key)
-        if row is not None and at_ms - row["at_ms"] < self._window:
+        if row is not None and 0 <= at_ms - row["at_ms"] < self._window:  # (a clock set back opens a row)
             row["repeats"] += 1
             row["last_ms"] = at_ms
             return None

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from crdt_types import InvalidInput
+from gossip import EngineConfig, ping_interval_for
 
 __all__ = [
     "ConfigError", "NodeConfig", "SyncSection", "StorageSection", "PosSection", "load_config", "parse_config", "render_config",
@@ -70,9 +71,9 @@ class SyncSection:
     minimum up to the maximum while a peer stays unreachable.
     """
 
-    have_interval_ms: int = 5_000
-    ping_interval_ms: int = 40_000
-    ping_timeout_ms: int = 60_000
+    have_interval_ms: int = EngineConfig.have_interval_ms
+    ping_interval_ms: int = EngineConfig.ping_interval_ms  # with only ping_timeout_ms set: ping_interval_for() it
+    ping_timeout_ms: int = EngineConfig.ping_timeout_ms
     max_handshakes: int = 8
     dial_backoff_min_ms: int = 500
     dial_backoff_max_ms: int = 30_000
@@ -260,7 +261,10 @@ def parse_config(text: str, *, source: str = "node.toml") -> NodeConfig:
         try:
             if cls is not None:
                 defaults = cls()
-                flat[section] = cls(**{k: _typed(section, k, v, getattr(defaults, k)) for k, v in body.items()})
+                typed = {k: _typed(section, k, v, getattr(defaults, k)) for k, v in body.items()}
+                if section == "sync" and "ping_timeout_ms" in typed and "ping_interval_ms" not in typed:
+                    typed["ping_interval_ms"] = ping_interval_for(typed["ping_timeout_ms"])
+                flat[section] = cls(**typed)
             else:
                 for key, value in body.items():
                     name = _FLAT[(section, key)]

@@ -386,7 +386,7 @@ class Node:
         return where
 
     def _index_entry(self, key: tuple, origin: int, seq: int) -> None:
-        if key in self._entries:
+        if self.entry_of(key) is not None:  # the first writer stays, also across restarts
             return
         self._entries[key] = (origin, seq)
         # With the next flush, so never later than a snapshot that holds the record (snapshots
@@ -460,6 +460,8 @@ class Node:
             except TillmeshError as exc:
                 log.warning("%s not recorded as an incident: %s",
                             item.key if isinstance(item, _RefundArrived) else item.kind.value, exc)
+            except Exception:  # a fault of the domain's checks must not take the node down
+                log.exception("the incident reporter failed on %r; it goes on with the next", item)
 
     # -- running ------------------------------------------------------------------------------
 
@@ -636,6 +638,11 @@ class Node:
             if waiter is not None:
                 waiter.error = error
                 waiter.done.set()
+        # The entries of the failed flush are gone (their seqs will be reused), and so are the
+        # index rows written with them: forget what pointed at them.
+        store = self.store
+        self._entries = {key: (origin, seq) for key, (origin, seq) in self._entries.items()
+                         if (head := store.head(origin)) is not None and seq <= head.seq}
 
     # -- connections --------------------------------------------------------------------------
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from gossip import EngineConfig, ping_interval_for
+
 __all__ = ["Scenario", "ScenarioError", "SCHEMA", "LISTS", "load", "loads", "parse_override"]
 
 MAX_SCENARIO_BYTES = 1 << 20
@@ -68,8 +70,10 @@ SCHEMA: dict[str, dict[str, tuple[tuple[Callable[[Any], bool], str], Any]]] = {
                     "bandwidth_kbps": (_int(0), 100_000)},
     "network.wan": {**_LINK, "latency_ms": (_num(0), 30.0), "jitter_ms": (_num(0), 10.0),
                     "bandwidth_kbps": (_int(0), 10_000)},
-    "sync": {"have_interval_ms": (_int(100), 5000), "ping_interval_ms": (_int(100), 40_000),
-             "ping_timeout_ms": (_int(100), 60_000), "snapshot_every": (_int(0), 1000)},
+    "sync": {"have_interval_ms": (_int(100), EngineConfig.have_interval_ms),
+             "ping_interval_ms": (_int(100), EngineConfig.ping_interval_ms),
+             "ping_timeout_ms": (_int(100), EngineConfig.ping_timeout_ms),
+             "snapshot_every": (_int(0), EngineConfig.snapshot_every)},
     "dial": {"base_ms": (_int(1), 500), "cap_ms": (_int(1), 30_000)},
     "workload": {"sales_per_till_hour": (_num(0), 30.0), "day_shape": (_one_of("shop", "flat"), "shop"),
                  "skus": (_int(1, 100_000), 200), "members": (_int(0, 100_000), 40),
@@ -166,6 +170,12 @@ def _build(raw: dict[str, Any], source: str) -> Scenario:
             raise ScenarioError(f"{source}: [{name}]: unknown section; expected one of "
                                 f"{', '.join([*SCHEMA, *LISTS])}")
     values = {name: _check_table(source, name, flat.get(name, {}), keys) for name, keys in SCHEMA.items()}
+    sync, given = values["sync"], flat.get("sync", {})
+    if "ping_timeout_ms" in given and "ping_interval_ms" not in given:
+        sync["ping_interval_ms"] = ping_interval_for(sync["ping_timeout_ms"])
+    if sync["ping_timeout_ms"] <= sync["ping_interval_ms"]:
+        raise ScenarioError(f"{source}: sync.ping_timeout_ms: expected more than sync.ping_interval_ms "
+                            f"({sync['ping_interval_ms']}), got {sync['ping_timeout_ms']}")
     lists: dict[str, list[dict[str, Any]]] = {}
     for name, keys in LISTS.items():
         items = flat.get(name, [])

@@ -23,20 +23,41 @@ from ._requests import RefundRequest, parse
 __all__ = ["refund", "refunded_of", "check_refunds"]
 
 
+def _pieces(record: Any) -> dict[str, int]:
+    """sku -> pieces of a sale or refund record's lines. Records are any writer's plain data:
+    what is not a line (a sku string and a whole, non-negative quantity) is left out."""
+    out: dict[str, int] = {}
+    lines = record.get("lines") if isinstance(record, dict) else None
+    for line in lines if isinstance(lines, list) else ():
+        if isinstance(line, dict):
+            sku, quantity = line.get("sku"), line.get("quantity")
+            if isinstance(sku, str) and type(quantity) is int and quantity >= 0:
+                out[sku] = out.get(sku, 0) + quantity
+    return out
+
+
 def refunded_of(node: PosNode, sale_id: str) -> dict[str, int]:
     """sku -> pieces refunded so far of ``sale_id``, over every refund on this node."""
     out: dict[str, int] = {}
-    for key in node.keys("refund"):
-        record = node.value(key)
-        if isinstance(record, dict) and record.get("sale_id") == sale_id:
-            for line in record.get("lines", ()):
-                out[line["sku"]] = out.get(line["sku"], 0) + line["quantity"]
+    for record in _refunds_of(node, sale_id):
+        for sku, quantity in _pieces(record).items():
+            out[sku] = out.get(sku, 0) + quantity
     return out
 
 
 def _refunds_of(node: PosNode, sale_id: str) -> list[dict[str, Any]]:
     records = (node.value(key) for key in node.keys("refund"))
     return [r for r in records if isinstance(r, dict) and r.get("sale_id") == sale_id]
+
+
+def _latest_writer(refunds: list[dict[str, Any]]) -> Any:
+    """The device of the latest refund, by time, then device, then id (fields that are not of
+    their type count as the lowest), so that every replica names the same one."""
+    def rank(record: dict[str, Any]) -> tuple:
+        at, device, refund_id = record.get("at_ms"), record.get("device"), record.get("refund_id")
+        return (at if type(at) is int else -1, device if type(device) is int else -1,
+                refund_id if isinstance(refund_id, str) else "")
+    return max(refunds, key=rank).get("device")
 
 
 async def check_refunds(node: PosNode, sale_id: str) -> bool:
@@ -46,19 +67,12 @@ async def check_refunds(node: PosNode, sale_id: str) -> bool:
     refunds = _refunds_of(node, sale_id)
     if not isinstance(sale, dict) or not refunds:
         return False
-    sold: dict[str, int] = {}
-    for line in sale["lines"]:
-        sold[line["sku"]] = sold.get(line["sku"], 0) + line["quantity"]
-    refunded: dict[str, int] = {}
-    for record in refunds:
-        for line in record.get("lines", ()):
-            refunded[line["sku"]] = refunded.get(line["sku"], 0) + line["quantity"]
+    sold, refunded = _pieces(sale), refunded_of(node, sale_id)
     over = [{"sku": sku, "sold": sold.get(sku, 0), "refunded": n} for sku, n in sorted(refunded.items())
             if n > sold.get(sku, 0)]
-    latest = max(refunds, key=lambda r: (r.get("at_ms", 0), r.get("device", -1), r.get("refund_id", "")))
-    if not over or latest.get("device") != node.device:
+    if not over or _latest_writer(refunds) != node.device:
         return False
-    ids = sorted(r["refund_id"] for r in refunds)
+    ids = sorted(str(r.get("refund_id")) for r in refunds)
     detail = f"sale {sale_id} refunded beyond what was sold, by refunds on devices without a link: " + ", ".join(
         f"{o['sku']} {o['refunded']} of {o['sold']}" for o in over)
     evidence = {"sale_id": sale_id, "lines": over, "refunds": ids,
@@ -85,11 +99,13 @@ async def refund(node: PosNode, body: Any) -> dict[str, Any]:
     sale = node.value(("sale", request.sale_id))
     if not isinstance(sale, dict):
         raise NotFound(f"no sale {request.sale_id!r} on this node", code="unknown_sale", field="sale_id")
-    sold: dict[str, int] = {}
+    sold = _pieces(sale)
     price: dict[str, int] = {}
-    for line in sale["lines"]:
-        sold[line["sku"]] = sold.get(line["sku"], 0) + line["quantity"]
-        price[line["sku"]] = min(price.get(line["sku"], line["unit_price"]), line["unit_price"])
+    for line in sale.get("lines") if isinstance(sale.get("lines"), list) else ():
+        unit = line.get("unit_price") if isinstance(line, dict) else None
+        if isinstance(line, dict) and line.get("sku") in sold and type(unit) is int and unit >= 0:
+            price[line["sku"]] = min(price.get(line["sku"], unit), unit)
+    sold = {sku: n for sku, n in sold.items() if sku in price}  # a line without a price cannot be refunded
     already = refunded_of(node, request.sale_id)
     asked: dict[str, int] = {}
     lines = []

@@ -934,3 +934,18 @@ def test_fuzz_any_flipped_byte_in_the_handshake(message: int, position: int, xor
             # fails its decryption, so in every case nobody is established.
             assert isinstance(error, TillmeshError)
             assert not any(isinstance(e, ChannelEstablished) for e in events)
+
+
+class _MaskingDict(dict):
+    def values(self):  # what the encoder does not look at
+        return [0 for _ in dict.values(self)]
+
+    def items(self):
+        return [(k, 0) for k in dict.keys(self)]
+
+
+def test_a_dict_subclass_is_checked_by_what_it_holds_not_by_what_its_methods_say() -> None:
+    pair = established()
+    with pytest.raises(MalformedWire):
+        pair.initiator.send_frame(["have", _MaskingDict({1: 1.5})])
+    assert pair.initiator.data_to_send() == b""

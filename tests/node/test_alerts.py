@@ -57,3 +57,10 @@ def test_every_alert_is_logged_or_counted_as_a_repeat_of_a_row_opened_less_than_
     assert len({(r["kind"], r["device"], r["detail"], r["at_ms"]) for r in rows}) == len(rows)
     if logged <= size:  # no row fell off: every alert is a row or a repeat of one
         assert logged == len(rows) and logged + sum(r["repeats"] for r in rows) == len(events)
+
+
+def test_a_clock_set_back_does_not_silence_an_alert():
+    recent = RecentAlerts(50, WINDOW)
+    assert recent.add(REVOKED, 10 * WINDOW) is not None
+    assert recent.add(REVOKED, 10 * WINDOW + 1) is None
+    assert recent.add(REVOKED, 5 * WINDOW) is not None  # the wall clock stepped back an hour

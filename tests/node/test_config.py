@@ -198,3 +198,20 @@ def configs(draw):
 @given(configs(), st.booleans())
 def test_render_then_parse_is_the_same_config(config, full):
     assert parse_config(render_config(config, full=full)) == config
+
+
+@pytest.mark.parametrize("timeout", [1_000, 30_000, 45_000, 59_999])
+def test_a_sync_section_that_sets_only_the_ping_timeout_stays_valid(timeout):
+    # Written for the older defaults (a ping after 15 s), such a file must still start a node:
+    # the interval becomes two thirds of a timeout set below the default interval.
+    config = parse_config(f"[sync]\nping_timeout_ms = {timeout}\n")
+    assert config.sync.ping_timeout_ms == timeout
+    assert config.sync.ping_interval_ms == min(40_000, timeout * 2 // 3) < timeout
+
+
+def test_engine_config_refuses_a_timeout_not_above_the_ping_interval():
+    from gossip import EngineConfig, ping_interval_for
+
+    with pytest.raises(InvalidInput, match="ping_timeout_ms"):
+        EngineConfig(ping_timeout_ms=30_000)
+    assert EngineConfig(ping_timeout_ms=30_000, ping_interval_ms=ping_interval_for(30_000)).ping_interval_ms == 20_000

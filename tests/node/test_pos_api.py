@@ -282,3 +282,28 @@ async def test_refunds_of_one_sale_on_two_offline_tills_that_together_exceed_it_
         listed = (await boss.get("/incidents?kind=over_refund")).json()["incidents"]
         assert [i["id"] for i in listed] == [i["id"] for i in (await till.get("/incidents?kind=over_refund")).json()["incidents"]]
         assert len(listed) == 1
+
+
+@pytest.mark.trio
+async def test_a_malformed_refund_record_from_another_device_is_ignored_not_fatal(tmp_path):
+    # Any writer may put any plain data under a refund key through POST /transactions; the
+    # refund checks of the other devices skip what is not a refund line.
+    async with running_shop(tmp_path, [MANAGER, CASHIER]) as shop:
+        boss, till = shop.clients["till-1"], shop.clients["till-2"]
+        await boss.post("/stock/receipts", json={"lines": [{"sku": "tea", "quantity": 10}]})
+        assert (await boss.post("/sales", json=sale("S-1", ("tea", 3, 250)))).status_code == 200
+        for i, junk in enumerate([{"sale_id": "S-1", "lines": [{"sku": "tea"}]},
+                                  {"sale_id": "S-1", "lines": [{"sku": "tea", "quantity": "2"}], "at_ms": "x"},
+                                  {"sale_id": "S-1", "lines": "none"}, {"sale_id": "S-1"}, ["S-1"]]):
+            written = await boss.post("/transactions", json={"ops": [{"op": "record", "key": ["refund", f"junk-{i}"],
+                                                                      "value": junk}]})
+            assert written.status_code == 200, written.text
+        await wait_for(lambda: shop.nodes["till-2"].value(("refund", "junk-4")) is not None, what="the junk to arrive")
+        refunded = await till.post("/refunds", json={"refund_id": "R-1", "sale_id": "S-1", "method": "cash",
+                                                     "lines": [{"sku": "tea", "quantity": 3}]})
+        assert refunded.status_code == 200, refunded.text
+        await wait_for(lambda: shop.nodes["till-1"].value(("refund", "R-1")) is not None, what="the refund on till-1")
+        assert (await till.get("/status")).status_code == (await boss.get("/status")).status_code == 200
+        too_many = await boss.post("/refunds", json={"refund_id": "R-2", "sale_id": "S-1", "method": "cash",
+                                                     "lines": [{"sku": "tea", "quantity": 1}]})
+        assert too_many.status_code == 409 and too_many.json()["code"] == "refund_exceeds_sale"

@@ -11,6 +11,7 @@ import httpx
 import pytest
 import trio
 
+from crdt_types import StorageError
 from node.runtime import Node
 from node.storage import DataDir
 from tests.node.pos_helpers import SYNC, make_chain, running_shop, wait_for
@@ -181,3 +182,30 @@ async def test_a_retry_after_a_restart_from_a_snapshot_returns_the_first_result(
             assert first_sale["seq"] is not None and first_topup["seq"] is not None
             assert again_sale.json()["seq"] == first_sale["seq"]
             assert again_topup.json()["seq"] == first_topup["seq"]
+
+
+@pytest.mark.trio
+async def test_a_retry_after_a_failed_flush_names_its_own_entry(tmp_path):
+    # The failed try's entry is gone with its flush; the retry's entry is the one to name,
+    # here and in the store (where a restart from a snapshot reads it).
+    path = make_chain(tmp_path, [MANAGER])["till-1"]
+    sale = {"sale_id": "s-1", "lines": [{"sku": "tea", "quantity": 2, "unit_price": 300}],
+            "payments": [{"method": "cash", "amount": 600}]}
+    async with one_node(path) as (node, client):
+        working = node.store.flush
+
+        def disk_full() -> None:
+            raise StorageError("disk full")
+
+        node.store.flush = disk_full
+        assert (await client.post("/sales", json=sale)).status_code == 503
+        node.store.flush = working
+        receipt = await client.post("/stock/receipts", json={"lines": [{"sku": "tea", "quantity": 1}]})
+        assert receipt.status_code == 200  # it took the seq the failed sale had
+        first = (await client.post("/sales", json=sale)).json()
+        again = (await client.post("/sales", json=sale)).json()
+        assert (first["replayed"], again["replayed"]) == (False, True)
+        assert first["seq"] == again["seq"] == receipt.json()["seq"] + 1
+        await wait_for(lambda: not node.store.dirty, what="the flush")
+    async with one_node(path) as (node, client):
+        assert node.entry_of(("sale", "s-1")) == (node.device, first["seq"])

@@ -790,3 +790,9 @@ def test_trace_digest_hashes_sizes_not_bytes():
     t1.event(1, "open", 1, "a", "b")
     t2.event(2, "open", 1, "a", "b")
     assert t1.hexdigest() != t2.hexdigest()
+
+
+def test_a_scenario_that_sets_only_the_ping_timeout_gets_an_interval_below_it():
+    assert loads("[sync]\nping_timeout_ms = 30000\n").section("sync")["ping_interval_ms"] == 20_000
+    with pytest.raises(ScenarioError, match="sync.ping_timeout_ms"):
+        loads("[sync]\nping_timeout_ms = 30000\nping_interval_ms = 30000\n")
