@@ -75,19 +75,11 @@ RECENT_ALERTS = 50
 # Applied changes kept for GET /events to resume from (a client further behind is told to
 # reset: read the state again, then follow from there).
 EVENTS_RING = 4096
-# Alerts (and refunds to check) waiting for the incident reporter; past this they stay in the
-# log and recent_alerts only.
+# Alerts waiting to become incidents; past this they stay in the log and recent_alerts only.
 INCIDENT_QUEUE = 256
 # Record kinds whose entry (origin, seq) the node remembers: the ack level and seq a replayed
 # sale, refund or retry-safe operation reports.
 _INDEXED_KINDS = frozenset({"sale", "refund", "operation"})
-
-
-@dataclass(frozen=True)
-class _RefundArrived:
-    """For the incident reporter: another device's refund record was applied."""
-
-    key: tuple
 
 
 def _entry_meta_name(key: tuple) -> str:
@@ -228,6 +220,8 @@ class Node:
         self._changed = trio.Event()
         self._entries: dict[tuple, tuple[int, int]] = {}
         self._incidents_send, self._incidents_recv = trio.open_memory_channel(INCIDENT_QUEUE)
+        self._refunds_to_check: set[tuple] = set()  # other devices' refunds, for _check_refunds
+        self._refunds_arrived = trio.Event()
         self.pos = (Shop(self, rights_wait_ms=self.config.pos.rights_wait_ms,
                          approval_above=self.config.pos.approval_above) if self.engine.is_member else None)
 
@@ -435,33 +429,41 @@ class Node:
                     if key[0] in _INDEXED_KINDS:
                         self._index_entry(key, change.origin, change.seq)
                         if key[0] == "refund" and change.origin != self.device and self.pos is not None:
-                            self._to_reporter(_RefundArrived(key))
+                            self._refunds_to_check.add(key)
+                            self._refunds_arrived.set()
             self._changed.set()
             self._changed = trio.Event()
         if self.pos is not None:
             for alert in effects.alerts:
-                self._to_reporter(alert)
-
-    def _to_reporter(self, item: Any) -> None:
-        try:
-            self._incidents_send.send_nowait(item)
-        except trio.WouldBlock:
-            self.counters["incidents_dropped"] += 1
+                try:
+                    self._incidents_send.send_nowait(alert)
+                except trio.WouldBlock:
+                    self.counters["incidents_dropped"] += 1
 
     async def _report_incidents(self) -> None:
-        """Engine alerts become incidents in the replicated ledger (node/pos/_incidents.py), and
-        other devices' refunds are checked against their sale (node/pos/_refunds.py)."""
-        async for item in self._incidents_recv:
+        """Engine alerts become incidents in the replicated ledger (node/pos/_incidents.py)."""
+        async for alert in self._incidents_recv:
             try:
-                if isinstance(item, _RefundArrived):
-                    await self.pos.refund_arrived(item.key)
-                else:
-                    await self.pos.report_alert(item)
+                await self.pos.report_alert(alert)
             except TillmeshError as exc:
-                log.warning("%s not recorded as an incident: %s",
-                            item.key if isinstance(item, _RefundArrived) else item.kind.value, exc)
+                log.warning("alert %s not recorded as an incident: %s", alert.kind.value, exc)
             except Exception:  # a fault of the domain's checks must not take the node down
-                log.exception("the incident reporter failed on %r; it goes on with the next", item)
+                log.exception("the incident reporter failed on alert %s; it goes on", alert.kind.value)
+
+    async def _check_refunds(self) -> None:
+        """Other devices' refunds, checked against their sale (node/pos/_refunds.py). They wait
+        in a set, not a bounded queue: a catch-up of many refunds drops none of them."""
+        while True:
+            await self._refunds_arrived.wait()
+            self._refunds_arrived = trio.Event()
+            keys, self._refunds_to_check = self._refunds_to_check, set()
+            for key in sorted(keys):
+                try:
+                    await self.pos.refund_arrived(key)
+                except TillmeshError as exc:
+                    log.warning("refund %s not checked: %s", key[1], exc)
+                except Exception:  # as for the reporter: never the node's end
+                    log.exception("the refund check failed on %s; it goes on", key[1])
 
     # -- running ------------------------------------------------------------------------------
 
@@ -471,6 +473,7 @@ class Node:
             nursery.start_soon(self._engine_loop)
             if self.pos is not None:
                 nursery.start_soon(self._report_incidents)
+                nursery.start_soon(self._check_refunds)
             host, port = self.config.address
             listeners = await nursery.start(self._listen, host, port)
             self.ports["peer"] = listeners[0].socket.getsockname()[1]
