@@ -15,6 +15,7 @@ from typing import Any
 from ._common import PosNode, ident, now_ms
 from ._errors import NotFound, Refused
 from ._requests import ApprovalRequest, parse
+from ._shapes import approval_ok, require
 
 __all__ = ["request_approval", "grant_approval", "list_approvals", "required_grant"]
 
@@ -28,6 +29,7 @@ async def request_approval(node: PosNode, body: Any) -> dict[str, Any]:
     key = ("approval", request.sale_id)
     existing = node.value(key)
     if existing is not None:
+        require(approval_ok(existing), f"the approval request for sale {request.sale_id}", "sale_id")
         if (existing.get("total"), existing.get("note")) != (request.total, request.note):
             raise Refused(f"an approval for sale {request.sale_id} was asked with other figures",
                           code="approval_conflict", field="total")
@@ -45,6 +47,7 @@ async def grant_approval(node: PosNode, sale_id: str) -> dict[str, Any]:
     if request is None:
         raise NotFound(f"no approval request for sale {sale_id} on this node", code="unknown_approval",
                        field="sale_id")
+    require(approval_ok(request), f"the approval request for sale {sale_id}", "sale_id")
     if node.value(("grant", sale_id)) is None:
         grant = {"sale_id": sale_id, "total": request["total"], "by": node.device, "by_name": node.device_name,
                  "at_ms": now_ms()}

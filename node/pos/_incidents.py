@@ -22,6 +22,7 @@ from crdt_types import TillmeshError
 from ._common import PosNode, day_of, ident, now_ms
 from ._errors import NotFound
 from ._requests import IncidentAck, parse
+from ._shapes import incident_ok, require
 
 __all__ = ["incident_record", "incident_id_of", "report", "report_alert", "list_incidents", "acknowledge", "ALERT_KINDS",
            "DOMAIN_KINDS"]
@@ -103,13 +104,13 @@ def list_incidents(node: PosNode, *, open_only: bool = False, kind: str | None =
     out = []
     for key in node.keys("incident"):
         record = node.value(key)
-        if not isinstance(record, dict) or (kind is not None and record.get("kind") != kind):
+        if not incident_ok(record) or (kind is not None and record.get("kind") != kind):
             continue
         ack = node.value(("incident_ack", key[1]))
         if open_only and isinstance(ack, dict) and ack.get("resolved", True):
             continue
         out.append({"id": key[1], **record, "ack": ack})
-    out.sort(key=lambda r: (-int(r.get("at_ms", 0) or 0), r["id"]))
+    out.sort(key=lambda r: (-r["at_ms"], r["id"]))
     return out[:max(1, min(limit, MAX_LISTED))]
 
 
@@ -120,6 +121,7 @@ async def acknowledge(node: PosNode, incident_id: str, body: Any) -> dict[str, A
     record = node.value(("incident", incident_id))
     if record is None:
         raise NotFound(f"no incident {incident_id!r} on this node", code="unknown_incident", field="incident_id")
+    require(incident_ok(record), f"incident {incident_id}", "incident_id")
     ack = {"by": node.device, "by_name": node.device_name, "at_ms": now_ms(), "note": request.note,
            "resolved": request.resolved}
     entry = await node.commit([("set", ("incident_ack", incident_id), ack)])

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from ._common import PosNode, fingerprint, ident, now_ms
 from ._errors import NotFound, Refused
 from ._members import commit_charging
 from ._requests import OrderClose, OrderCreate, OrderLine, OrderLineChange, SaleLine, parse
+from ._shapes import order_lines_ok, require
 from ._sales import build_sale, replay_or_conflict, sale_result
 
 __all__ = ["create_order", "add_line", "change_line", "remove_line", "close_order", "order_info"]
@@ -97,8 +100,12 @@ async def close_order(node: PosNode, order_id: str, body: Any, *, threshold: int
     The caller serializes calls per sale id."""
     request = parse(OrderClose, body)
     order = order_info(node, order_id)
-    lines = [SaleLine(sku=line["sku"], quantity=line["quantity"], unit_price=line.get("unit_price"))
-             for line in order["lines"]]
+    require(order_lines_ok(order["lines"]) and isinstance(order["status"], str), f"order {order_id}", "order_id")
+    try:
+        lines = [SaleLine(sku=line["sku"], quantity=line["quantity"], unit_price=line.get("unit_price"))
+                 for line in order["lines"]]
+    except ValidationError:  # a line of the right types beyond a sale line's bounds
+        require(False, f"order {order_id}", "order_id")
     print_ = fingerprint(request, order_id, [line.model_dump() for line in lines])
     if order["status"] != "open":
         if order.get("sale_id") == request.sale_id:

@@ -19,6 +19,7 @@ from ._common import PosNode, balance_key, day_of, fingerprint, now_ms, stock_ke
 from ._errors import InvalidRequest, NotFound, Refused
 from ._incidents import incident_id_of, incident_record, report
 from ._requests import RefundRequest, parse
+from ._shapes import require, sale_ok
 
 __all__ = ["refund", "refunded_of", "check_refunds"]
 
@@ -99,6 +100,7 @@ async def refund(node: PosNode, body: Any) -> dict[str, Any]:
     sale = node.value(("sale", request.sale_id))
     if not isinstance(sale, dict):
         raise NotFound(f"no sale {request.sale_id!r} on this node", code="unknown_sale", field="sale_id")
+    require(sale_ok(sale), f"sale {request.sale_id}", "sale_id")
     sold = _pieces(sale)
     price: dict[str, int] = {}
     for line in sale.get("lines") if isinstance(sale.get("lines"), list) else ():

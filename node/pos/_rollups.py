@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._common import PosNode
+from ._shapes import refund_ok, sale_ok
 
 __all__ = ["rollups", "MAX_TOP"]
 
@@ -39,7 +40,7 @@ def rollups(node: PosNode, *, day: str | None = None, branch: str | None = None,
 
     for key in node.keys("sale"):
         record = node.value(key)
-        if not wanted(record):
+        if not sale_ok(record) or not wanted(record):  # a record of another shape is left out
             continue
         for bucket in buckets(record):
             bucket["sales"] += 1
@@ -55,7 +56,7 @@ def rollups(node: PosNode, *, day: str | None = None, branch: str | None = None,
             product["amount"] += line["amount"]
     for key in node.keys("refund"):
         record = node.value(key)
-        if not wanted(record):
+        if not refund_ok(record) or not wanted(record):
             continue
         for bucket in buckets(record):
             bucket["refunds"] += record["total"]

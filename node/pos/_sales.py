@@ -24,6 +24,7 @@ from ._incidents import incident_record, report
 from ._members import commit_charging
 from ._prices import effective_price
 from ._requests import SaleLine, SaleRequest, parse
+from ._shapes import require, sale_ok
 
 __all__ = ["sell", "sale_info", "build_sale", "replay_or_conflict", "sale_result"]
 
@@ -108,7 +109,7 @@ async def replay_or_conflict(node: PosNode, sale_id: str, print_: str) -> dict[s
     existing = node.value(("sale", sale_id))
     if existing is None:
         return None
-    if isinstance(existing, dict) and existing.get("fingerprint") == print_:
+    if sale_ok(existing) and existing.get("fingerprint") == print_:
         return sale_result(node, existing, replayed=True)
     record = incident_record(node, "sale_conflict", f"sale id {sale_id} was sent again with another body",
                              evidence={"sale_id": sale_id, "first": existing.get("fingerprint") if isinstance(
@@ -136,6 +137,7 @@ def sale_info(node: PosNode, sale_id: str) -> dict[str, Any]:
     record = node.value(("sale", sale_id))
     if not isinstance(record, dict):
         raise NotFound(f"no sale {sale_id!r} on this node", code="unknown_sale", field="sale_id")
+    require(sale_ok(record), f"sale {sale_id}", "sale_id")
     from ._refunds import refunded_of
 
     result = sale_result(node, record, replayed=False)

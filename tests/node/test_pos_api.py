@@ -307,3 +307,47 @@ async def test_a_malformed_refund_record_from_another_device_is_ignored_not_fata
         too_many = await boss.post("/refunds", json={"refund_id": "R-2", "sale_id": "S-1", "method": "cash",
                                                      "lines": [{"sku": "tea", "quantity": 1}]})
         assert too_many.status_code == 409 and too_many.json()["code"] == "refund_exceeds_sale"
+
+
+# Records of any shape, as any writer may put them under the domain's keys with POST /transactions.
+MALFORMED = [
+    (["sale", "P1"], {"sale_id": "P1"}),
+    (["sale", "P4"], {"sale_id": "P4", "total": "x", "lines": [], "payments": [{"method": "bitcoin", "amount": 1}]}),
+    (["refund", "P5"], {"a": 1}),
+    (["refund", "P6"], {"sale_id": "P1", "lines": "x", "total": 5}),
+    (["incident", "P2"], {"at_ms": "soon"}),
+    (["incident", "P7"], [1]),
+    (["approval", "P3"], "x"),
+]
+
+
+@pytest.mark.trio
+async def test_records_of_any_shape_under_domain_keys_never_make_an_endpoint_fail(tmp_path):
+    async with running_shop(tmp_path, [MANAGER, CASHIER], pos="approval_above = 1000") as shop:
+        boss, till = shop.clients["till-1"], shop.clients["till-2"]
+        assert (await boss.post("/sales", json=sale("OK-1", ("tea", 1, 300)))).status_code == 200
+        ops = [{"op": "record", "key": key, "value": value} for key, value in MALFORMED]
+        ops += [{"op": "set_field", "key": ["order", "o1"], "name": "status", "value": "open"},
+                {"op": "add_line", "key": ["order", "o1"], "line": {"foo": 1}},
+                {"op": "set_field", "key": ["order", "o2"], "name": "status", "value": 7},
+                {"op": "set_field", "key": ["order", "o3"], "name": "status", "value": "open"},
+                {"op": "add_line", "key": ["order", "o3"], "line": {"sku": "tea", "quantity": -4, "unit_price": 1}}]
+        assert (await till.post("/transactions", json={"ops": ops})).status_code == 200
+        await wait_for(lambda: shop.nodes["till-1"].value(("approval", "P3")) is not None, what="the records")
+        for method, path, body in [
+                ("GET", "/rollups", None), ("GET", "/incidents", None), ("GET", "/incidents?open_only=true", None),
+                ("GET", "/sales/P1", None), ("GET", "/sales/P4", None), ("GET", "/sales/OK-1", None),
+                ("GET", "/approvals", None), ("POST", "/approvals/P3/grant", None),
+                ("POST", "/approvals", {"sale_id": "P3", "total": 2000}),
+                ("POST", "/incidents/P2/ack", {}), ("POST", "/incidents/P7/ack", {}),
+                ("POST", "/refunds", {"refund_id": "R-1", "sale_id": "P1", "lines": [{"sku": "tea", "quantity": 1}]}),
+                ("POST", "/sales", sale("P1", ("tea", 1, 300))),
+                ("GET", "/orders/o1", None), ("POST", "/orders/o1/close", {"sale_id": "O-1", "payments": [{"method": "cash", "amount": 300}]}),
+                ("POST", "/orders/o1/lines", {"sku": "tea", "quantity": 1}),
+                ("GET", "/orders/o2", None), ("POST", "/orders/o2/close", {"sale_id": "O-2", "payments": [{"method": "cash", "amount": 300}]}),
+                ("POST", "/orders/o3/close", {"sale_id": "O-3", "payments": [{"method": "cash", "amount": 300}]})]:
+            response = await boss.request(method, path, json=body)
+            assert response.status_code < 500, (method, path, response.status_code, response.text)
+        rolled = (await boss.get("/rollups")).json()
+        assert rolled["total"]["sales"] == 1 and rolled["total"]["gross"] == 300  # the malformed ones left out
+        assert (await boss.get("/sales/OK-1")).json()["total"] == 300
