@@ -24,7 +24,7 @@ from ._errors import NotFound
 from ._requests import IncidentAck, parse
 from ._shapes import incident_ok, require
 
-__all__ = ["incident_record", "incident_id_of", "report", "report_alert", "list_incidents", "acknowledge", "ALERT_KINDS",
+__all__ = ["incident_record", "incident_id_of", "readable_incident_id", "report", "report_alert", "list_incidents", "acknowledge", "ALERT_KINDS",
            "DOMAIN_KINDS"]
 
 log = logging.getLogger("tillmesh.pos")
@@ -40,6 +40,7 @@ ALERT_KINDS = {
 DOMAIN_KINDS = ("oversell", "overdraft_refused", "sale_conflict", "over_refund")
 _LEDGER_KINDS = ("incident", "incident_ack")
 MAX_LISTED = 500
+MAX_ID_CHARS = 128  # an incident id is a key part
 
 
 def incident_record(node: PosNode, kind: str, detail: str, *, device: int | None = None,
@@ -71,6 +72,13 @@ def _digest(*parts: Any) -> str:
 def incident_id_of(kind: str, *parts: Any) -> str:
     """An incident id derived from what it reports: the same report gives the same id."""
     return f"{kind}:{_digest(*parts)}"
+
+
+def readable_incident_id(*parts: str) -> str:
+    """``kind:part:...`` as it reads, while that fits a key part (128 characters); longer, its
+    head and a digest of the whole, so that two long ids never share an incident."""
+    text = ":".join(parts)
+    return text if len(text) <= MAX_ID_CHARS else f"{text[:MAX_ID_CHARS - 17]}:{_digest(*parts)}"
 
 
 async def report_alert(node: PosNode, alert: Any) -> bool:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from ._approvals import required_grant
 from ._common import PosNode, checked_total, day_of, fingerprint, ident, now_ms, stock_key
 from ._errors import InvalidRequest, NotFound, Refused
-from ._incidents import incident_record, report
+from ._incidents import incident_record, readable_incident_id, report
 from ._members import commit_charging
 from ._prices import effective_price
 from ._requests import SaleLine, SaleRequest, parse
@@ -80,7 +80,7 @@ def build_sale(node: PosNode, sale_id: str, lines: Sequence[SaleLine], payments:
     if oversold:
         detail = f"sale {sale_id} took stock below zero in {branch}: " + ", ".join(
             f"{o['sku']} at {o['stock_after']}" for o in oversold)
-        ops.append(("record", ("incident", f"oversell:{sale_id}"[:128]),
+        ops.append(("record", ("incident", readable_incident_id("oversell", sale_id)),
                     incident_record(node, "oversell", detail, evidence={"sale_id": sale_id, "branch": branch,
                                                                           "lines": oversold}, at_ms=at)))
     record["oversold"] = [o["sku"] for o in oversold]
@@ -114,7 +114,7 @@ async def replay_or_conflict(node: PosNode, sale_id: str, print_: str) -> dict[s
     record = incident_record(node, "sale_conflict", f"sale id {sale_id} was sent again with another body",
                              evidence={"sale_id": sale_id, "first": existing.get("fingerprint") if isinstance(
                                  existing, dict) else None, "second": print_})
-    await report(node, f"sale_conflict:{sale_id}:{print_[:12]}"[:128], record)
+    await report(node, readable_incident_id("sale_conflict", sale_id, print_[:12]), record)
     raise Refused(f"sale id {sale_id} already holds a different sale; use a new id", code="sale_conflict",
                   field="sale_id")
 

@@ -351,3 +351,15 @@ async def test_records_of_any_shape_under_domain_keys_never_make_an_endpoint_fai
         rolled = (await boss.get("/rollups")).json()
         assert rolled["total"]["sales"] == 1 and rolled["total"]["gross"] == 300  # the malformed ones left out
         assert (await boss.get("/sales/OK-1")).json()["total"] == 300
+
+
+@pytest.mark.trio
+async def test_oversells_of_two_sales_with_long_ids_are_two_incidents(tmp_path):
+    # Sale ids may be 128 characters: ids that share their first 119 must not share an incident.
+    async with running_shop(tmp_path, [MANAGER]) as shop:
+        boss, node = shop.clients["till-1"], shop.nodes["till-1"]
+        ids = ["x" * 120 + "-first", "x" * 120 + "-secnd"]
+        for sale_id in ids:
+            assert (await boss.post("/sales", json=sale(sale_id, ("tea", 1, 300)))).status_code == 200
+        oversells = [node.value(k) for k in node.keys("incident") if node.value(k)["kind"] == "oversell"]
+        assert sorted(i["evidence"]["sale_id"] for i in oversells) == sorted(ids)
