@@ -39,8 +39,12 @@ def _pieces(record: Any) -> dict[str, int]:
 
 def refunded_of(node: PosNode, sale_id: str) -> dict[str, int]:
     """sku -> pieces refunded so far of ``sale_id``, over every refund on this node."""
+    return _summed(_refunds_of(node, sale_id))
+
+
+def _summed(records: list[dict[str, Any]]) -> dict[str, int]:
     out: dict[str, int] = {}
-    for record in _refunds_of(node, sale_id):
+    for record in records:
         for sku, quantity in _pieces(record).items():
             out[sku] = out.get(sku, 0) + quantity
     return out
@@ -68,7 +72,7 @@ async def check_refunds(node: PosNode, sale_id: str) -> bool:
     refunds = _refunds_of(node, sale_id)
     if not isinstance(sale, dict) or not refunds:
         return False
-    sold, refunded = _pieces(sale), refunded_of(node, sale_id)
+    sold, refunded = _pieces(sale), _summed(refunds)  # one pass over the refunds, not two
     over = [{"sku": sku, "sold": sold.get(sku, 0), "refunded": n} for sku, n in sorted(refunded.items())
             if n > sold.get(sku, 0)]
     if not over or _latest_writer(refunds) != node.device:

@@ -250,14 +250,19 @@ async def test_the_same_sale_sent_100_times_is_one_sale_and_one_decrement(tmp_pa
         assert own_seq(node) == before + 1
 
 
+async def stock_and_sell_three(client, sale_id: str) -> None:
+    """Ten teas in stock, then a sale of three at 250."""
+    await client.post("/stock/receipts", json={"lines": [{"sku": "tea", "quantity": 10}]})
+    assert (await client.post("/sales", json=sale(sale_id, ("tea", 3, 250)))).status_code == 200
+
+
 @pytest.mark.trio
 async def test_refunds_of_one_sale_on_two_offline_tills_that_together_exceed_it_are_an_incident(tmp_path):
     # Each till checks what it holds, so both refunds pass; once they meet, the writer of the
     # later refund reports the over-refund, once, for every device to see.
     async with running_shop(tmp_path, [MANAGER, CASHIER]) as shop:
         boss, till = shop.clients["till-1"], shop.clients["till-2"]
-        await boss.post("/stock/receipts", json={"lines": [{"sku": "tea", "quantity": 10}]})
-        assert (await boss.post("/sales", json=sale("S-9", ("tea", 3, 250)))).status_code == 200
+        await stock_and_sell_three(boss, "S-9")
         await wait_for(lambda: shop.nodes["till-2"].value(("sale", "S-9")), what="the sale on till-2")
         shop.proxies["till-2"].cut()
         await wait_for(lambda: shop.nodes["till-2"].links_live() == 0, what="till-2 offline")
@@ -290,8 +295,7 @@ async def test_a_malformed_refund_record_from_another_device_is_ignored_not_fata
     # refund checks of the other devices skip what is not a refund line.
     async with running_shop(tmp_path, [MANAGER, CASHIER]) as shop:
         boss, till = shop.clients["till-1"], shop.clients["till-2"]
-        await boss.post("/stock/receipts", json={"lines": [{"sku": "tea", "quantity": 10}]})
-        assert (await boss.post("/sales", json=sale("S-1", ("tea", 3, 250)))).status_code == 200
+        await stock_and_sell_three(boss, "S-1")
         for i, junk in enumerate([{"sale_id": "S-1", "lines": [{"sku": "tea"}]},
                                   {"sale_id": "S-1", "lines": [{"sku": "tea", "quantity": "2"}], "at_ms": "x"},
                                   {"sale_id": "S-1", "lines": "none"}, {"sale_id": "S-1"}, ["S-1"]]):
