@@ -201,6 +201,9 @@ class Node:
         self._stopping = trio.Event()
         self._stopped = trio.Event()
         self._pending: set[Connection] = set()  # connected, not yet authenticated
+        # Authenticated and with their transport still up. A connection leaves the moment its
+        # transport ends, before the engine hears of it: links_live() must not count it then.
+        self._live: set[Connection] = set()
         self._serving = 0  # connection tasks still running
         self._all_closed = trio.Event()
         self._listen_scope = trio.CancelScope()
@@ -350,7 +353,7 @@ class Node:
 
     def links_live(self) -> int:
         """Connections to peers that are past their handshake (0: this device is offline)."""
-        return sum(1 for conn in self._conns if conn not in self._pending)
+        return len(self._live)
 
     async def request_rights(self, key: tuple, amount: int) -> None:
         """Ask the other devices for ``amount`` rights on the balance ``key`` (a rights request
@@ -684,6 +687,7 @@ class Node:
                 nursery.cancel_scope.cancel()
         finally:
             self._pending.discard(conn)
+            self._live.discard(conn)
             with trio.CancelScope(shield=True):
                 if conn in self._conns:  # the transport ended under us: the engine must hear it
                     await self._inbox_send.send(("disconnected", conn))
@@ -713,6 +717,7 @@ class Node:
         """The engine is done with ``conn``: its writer sends what is queued, then it ends."""
         self._conns.discard(conn)
         self._pending.discard(conn)
+        self._live.discard(conn)
         conn.outbox_send.close()
 
     def _note_authenticated(self) -> None:
@@ -722,6 +727,7 @@ class Node:
         devices = {p.handle: p.device for p in self.engine.status().peers if p.device is not None}
         for conn in [c for c in self._pending if c in devices]:
             self._pending.discard(conn)
+            self._live.add(conn)
             if conn.initiator:
                 self._device_at[conn.address] = devices[conn]
             log.info("peer %s up: device %s", conn.address, devices[conn])

@@ -182,3 +182,41 @@ async def test_commits_go_on_while_a_flush_runs_and_return_only_with_their_own_f
         restarted = Node(again)
         assert restarted.value(("stock", "central", "tea")) == (1 if fails else 111)
         restarted.store.close()
+
+
+class _LinksWatch(trio.abc.Instrument):
+    """Reads ``node.links_live()`` after every task step: a connection counted as live for
+    even one step is seen."""
+
+    def __init__(self, node: Node) -> None:
+        self.node, self.most = node, 0
+
+    def after_task_step(self, task: object) -> None:
+        self.most = max(self.most, self.node.links_live())
+
+
+@pytest.mark.trio
+async def test_a_connection_that_ends_before_its_handshake_never_counts_as_a_live_link(tmp_path, capsys):
+    """A till decides a card payment is offline-authorized by ``links_live() == 0``; a peer
+    port that accepts and drops (a cut link, a port scan) must not make it look online, not
+    even between the drop and the engine hearing of it."""
+    import trio.testing
+
+    dirs = setup_chain(tmp_path, ["till"], capsys)
+    with dirs["till"].lock():
+        node = Node(dirs["till"])
+        async with trio.open_nursery() as nursery:
+            ports = await nursery.start(node.run)
+            watch = _LinksWatch(node)
+            trio.lowlevel.add_instrument(watch)
+            try:
+                for _ in range(20):
+                    stream = await trio.open_tcp_stream("127.0.0.1", ports["peer"])
+                    await stream.aclose()
+                    with trio.fail_after(10):  # a bound: it returns once the node has handled the drop
+                        await trio.testing.wait_all_tasks_blocked()
+            finally:
+                trio.lowlevel.remove_instrument(watch)
+            assert watch.most == 0
+            assert node.links_live() == 0 and node.status()["peers"] == []
+            node.stop()
