@@ -64,23 +64,25 @@ def _console(stderr: bool = False):
     return Console(stderr=stderr, highlight=False)
 
 
+def _check_out(out: Path) -> None:
+    """Refused before a run, not after it: results go into ``out``, which must be a directory."""
+    for parent in (out, *out.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise ScenarioError(f"--out {out}: {parent} is not a directory")
+            return
+
+
 def _run(args: argparse.Namespace) -> int:
     scenario = load(args.scenario, args.overrides)
+    _check_out(args.out)
     if args.seed is not None:
         if args.seed < 0:
             raise ScenarioError(f"--seed {args.seed}: expected a non-negative integer")
         scenario = scenario.with_seed(args.seed)
     out = args.out / f"{scenario.name}-{scenario.seed}"
     if scenario.experiment:
-        from ._experiment import run_experiment
-
-        result = run_experiment(scenario)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
-        (out / "table.txt").write_text(result["table"] + "\n")
-        print(result["table"])
-        print(f"written: {out}/summary.json, {out}/table.txt")
-        return EXIT_OK if all(r["converged"] for r in result["rows"]) else EXIT_VIOLATION
+        return _run_experiment(scenario, out, args)
     from ._report import write_run
     from ._sim import Simulation
 
@@ -95,6 +97,27 @@ def _run(args: argparse.Namespace) -> int:
     if result.violations:
         print(f"invariant violated: {result.summary['invariants']}; seed {scenario.seed}; "
               f"replay: {result.summary['replay']}", file=sys.stderr)
+        return EXIT_VIOLATION
+    return EXIT_OK
+
+
+def _run_experiment(scenario: Any, out: Path, args: argparse.Namespace) -> int:
+    from ._experiment import run_experiment
+    from ._report import write_experiment
+
+    result = run_experiment(scenario)
+    files = write_experiment(result, out, plots=not args.no_plots)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(result["table"])
+        print(f"result digest: {result['result_digest']}")
+        print(f"replay: {result['replay']}")
+        print(f"written: {', '.join(map(str, files))}")
+    stuck = [f"{r['protocol']} on the {r['topology']}" for r in result["rows"] if not r["converged"]]
+    if stuck:
+        print(f"did not converge: {', '.join(stuck)}; seed {scenario.seed}; replay: {result['replay']}",
+              file=sys.stderr)
         return EXIT_VIOLATION
     return EXIT_OK
 
@@ -126,17 +149,19 @@ def _print_summary(s: dict[str, Any], files: list[Path]) -> None:
     table.add_row("incidents", ", ".join(f"{k} {v}" for k, v in s["incidents"].items()) or "none")
     bad = {k: v for k, v in s["invariants"].items() if v}
     table.add_row("invariants", "[green]all held[/green]" if not bad else f"[red]violated: {bad}[/red]")
-    table.add_row("trace digest", s["trace_digest"])
-    table.add_row("replay", s["replay"])
     table.add_row("written", ", ".join(str(f) for f in files))
     console.print(table)
+    # Outside the table, whole: a table cuts long cells to the terminal's (or a pipe's) width.
+    print(f"trace digest: {s['trace_digest']}")
+    print(f"replay: {s['replay']}")
 
 
 def _sweep(args: argparse.Namespace) -> int:
     from ._report import plot_sweep, write_csv
-    from ._sweep import expand, parse_params, parse_seeds, run_sweep
+    from ._sweep import expand, parse_params, parse_seeds, replay_of, run_sweep
 
     scenario = load(args.scenario, args.overrides)  # refused here if it is bad
+    _check_out(args.out)
     if scenario.experiment:
         raise ScenarioError(f"{args.scenario}: an [experiment] scenario is run with `tillmesh sim run`")
     seeds = parse_seeds(args.seeds)
@@ -159,11 +184,9 @@ def _sweep(args: argparse.Namespace) -> int:
     violations = sum(r["violations"] for r in rows)
     print(f"{len(rows)} runs; invariant violations: {violations}; written: {', '.join(map(str, written))}")
     if violations:
-        for row in rows:
+        for task, row in zip(tasks, rows):
             if row["violations"]:
-                sets = " ".join(f"--set {k}={v}" for k, v in row.items() if k in dict(params and [(p[0], 0) for p in params]))
-                print(f"  seed {row['seed']} violated an invariant: tillmesh sim run {args.scenario} "
-                      f"--seed {row['seed']} {sets}".rstrip(), file=sys.stderr)
+                print(f"  seed {row['seed']} violated an invariant; replay: {replay_of(task)}", file=sys.stderr)
         return EXIT_VIOLATION
     return EXIT_OK
 

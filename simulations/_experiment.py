@@ -32,6 +32,8 @@ the network carried; metadata is the total less the payload.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import time
 from typing import Any, Callable
@@ -45,7 +47,7 @@ from ._device import Clock, Device, Observer
 from ._loop import US_PER_S, Loop
 from ._network import End, LinkSpec, Network
 from ._scenario import Scenario, ScenarioError
-from ._sim import derive_seed
+from ._sim import derive_seed, replay_command
 from ._trace import Trace
 from .baselines import bp_rr, classic_delta, element_size
 
@@ -324,7 +326,16 @@ def run_experiment(scenario: Scenario, *, mesh: str = "random") -> dict[str, Any
                             "(GSet, 15 nodes; the figures as given to us)",
     }
     result["table"] = format_table(rows)
+    result["result_digest"] = result_digest(rows)
+    result["replay"] = replay_command(scenario)
     return result
+
+
+def result_digest(rows: list[dict[str, Any]]) -> str:
+    """BLAKE2b over every figure of every row but the wall-clock ones: what the same seed
+    must give again (an experiment's runs have no shared event trace to hash)."""
+    figures = [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
+    return hashlib.blake2b(json.dumps(figures, sort_keys=True).encode(), digest_size=32).hexdigest()
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:

@@ -53,6 +53,41 @@ def write_run(result: Any, out: Path, *, plots: bool = True) -> list[Path]:
     return written
 
 
+def write_experiment(result: dict[str, Any], out: Path, *, plots: bool = True) -> list[Path]:
+    """Write an [experiment] run under ``out``: a row per topology and protocol in
+    metrics.csv, the whole result in summary.json, the table, and a plot of the payload
+    against the optimum; returns the files written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "metrics.csv", out / "summary.json", out / "table.txt"]
+    write_csv(written[0], result["rows"])
+    written[1].write_text(json.dumps(result, indent=2) + "\n")
+    written[2].write_text(result["table"] + "\n")
+    if plots:
+        written.append(_plot_experiment(result, out / "experiment.png"))
+    return written
+
+
+def _plot_experiment(result: dict[str, Any], path: Path) -> Path:
+    plt = _pyplot()
+    rows = result["rows"]
+    topologies = list(dict.fromkeys(r["topology"] for r in rows))
+    protocols = list(dict.fromkeys(r["protocol"] for r in rows))
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    width = 0.8 / len(protocols)
+    for i, protocol in enumerate(protocols):
+        xs = [t + i * width for t in range(len(topologies))]
+        mine = {r["topology"]: r for r in rows if r["protocol"] == protocol}
+        axes[0].bar(xs, [mine[t]["payload_vs_optimum"] or 0 for t in topologies], width, label=protocol)
+        axes[1].bar(xs, [mine[t]["metadata_share"] or 0 for t in topologies], width, label=protocol)
+    for ax, title in zip(axes, ("payload / optimum", "metadata share of bytes")):
+        ax.set_xticks([t + 0.4 - width / 2 for t in range(len(topologies))], topologies)
+        ax.set_title(title, fontsize=9)
+    axes[0].axhline(1.0, color="grey", linewidth=0.5, linestyle=":")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{result['scenario']} (seed {result['seed']}): {result['experiment']['nodes']} nodes", fontsize=10)
+    return _save(fig, path, plt)
+
+
 def _plots(result: Any, out: Path) -> list[Path]:
     plt = _pyplot()
     samples = result.samples
@@ -66,7 +101,9 @@ def _plots(result: Any, out: Path) -> list[Path]:
             ys = [s.get(f"staleness_{kind}_{q}_ms") for s in samples]
             points = [(h, y) for h, y in zip(hours, ys) if y is not None]
             if points:
-                ax.plot(*zip(*points), style, label=f"{kind} {q}", linewidth=1.2 if q == "p50" else 0.8)
+                # a marker at each sample: a sample with no neighbour (gaps between applies) still shows
+                ax.plot(*zip(*points), style, label=f"{kind} {q}", linewidth=1.2 if q == "p50" else 0.8,
+                        marker=".", markersize=3)
     ax.set_yscale("log")
     ax.set_xlabel("hours")
     ax.set_ylabel("write to visible (ms)")

@@ -9,6 +9,8 @@ keys is ``SCHEMA`` (``tillmesh sim keys`` prints it).
 from __future__ import annotations
 
 import copy
+import re
+import shlex
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any, Callable
 
 from gossip import EngineConfig, ping_interval_for
 
-__all__ = ["Scenario", "ScenarioError", "SCHEMA", "LISTS", "load", "loads", "parse_override"]
+__all__ = ["Scenario", "ScenarioError", "SCHEMA", "LISTS", "load", "loads", "parse_override", "replay_command_for"]
 
 MAX_SCENARIO_BYTES = 1 << 20
 
@@ -28,13 +30,21 @@ class ScenarioError(ValueError):
 # --- what a value may be ----------------------------------------------------------------------
 
 def _int(lo: int | None = None, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
-    what = "an integer" + (f" >= {lo}" if lo is not None else "") + (f" <= {hi}" if hi is not None else "")
+    what = "an integer" + (f" >= {lo}" if lo is not None else "") + (" and" if lo is not None and hi is not None else "") \
+        + (f" <= {hi}" if hi is not None else "")
     return (lambda v: type(v) is int and (lo is None or v >= lo) and (hi is None or v <= hi)), what
 
 
-def _num(lo: float | None = None, hi: float | None = None) -> tuple[Callable[[Any], bool], str]:
-    what = "a number" + (f" >= {lo}" if lo is not None else "") + (f" <= {hi}" if hi is not None else "")
-    return (lambda v: type(v) in (int, float) and (lo is None or v >= lo) and (hi is None or v <= hi)), what
+# Every number has an upper bound: a value past it (inf, 1e308) would turn into an endless
+# loop, an overflow in the virtual clock or a zero rate, never into a result.
+MAX_MS = 3_600_000  # one hour, for latencies and the flush time
+MAX_S = 10_000_000  # about four months of virtual time
+MAX_PER_HOUR = 100_000  # arrivals of one kind per device and hour
+
+
+def _num(lo: float, hi: float) -> tuple[Callable[[Any], bool], str]:
+    what = f"a finite number >= {lo} and <= {hi}"
+    return (lambda v: type(v) in (int, float) and lo <= v <= hi), what  # nan fails both comparisons
 
 
 def _one_of(*options: str) -> tuple[Callable[[Any], bool], str]:
@@ -46,58 +56,70 @@ def _str_list(allowed: tuple[str, ...] | None = None) -> tuple[Callable[[Any], b
     return (lambda v: isinstance(v, list) and all(isinstance(x, str) and (not allowed or x in allowed) for x in v)), what
 
 
+def _choices(allowed: tuple[str, ...]) -> tuple[Callable[[Any], bool], str]:
+    check, _ = _str_list(allowed)
+    return ((lambda v: check(v) and len(v) > 0 and len(set(v)) == len(v)),
+            f"a non-empty list of distinct strings from {', '.join(allowed)}")
+
+
 _BOOL = ((lambda v: type(v) is bool), "true or false")
 _STR = ((lambda v: isinstance(v, str) and 0 < len(v) <= 200), "a non-empty string")
+# run.name becomes a directory name under --out: nothing that could climb out of it.
+_NAME = ((lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}", v) is not None),
+         "a name of letters, digits, '-', '_' and '.' (not starting with '.'), at most 100")
 _BRANCHES = ((lambda v: (type(v) is int and 1 <= v <= 1000) or (
     isinstance(v, list) and 0 < len(v) <= 1000 and all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v))),
     "an integer 1..1000 or a list of distinct branch names")
 _GROUPS = ((lambda v: isinstance(v, list) and len(v) >= 2 and all(
     isinstance(g, list) and g and all(isinstance(x, str) for x in g) for g in v)), "a list of at least two device lists")
+_MS, _S, _RATE = _num(0, MAX_MS), _num(0, MAX_S), _num(0, MAX_PER_HOUR)
 _LINK = {
-    "latency_ms": (_num(0), None), "jitter_ms": (_num(0), 0.0), "bandwidth_kbps": (_int(0), 0),
-    "loss": (_num(0, 1), 0.0), "connect_timeout_ms": (_int(1), 3000),
+    "latency_ms": (_MS, None), "jitter_ms": (_MS, 0.0), "bandwidth_kbps": (_int(0, 10**9), 0),
+    "loss": (_num(0, 1), 0.0), "connect_timeout_ms": (_int(1, MAX_MS), 3000),
 }
 
 # section -> key -> ((check, expected), default); a default of None means required.
 SCHEMA: dict[str, dict[str, tuple[tuple[Callable[[Any], bool], str], Any]]] = {
-    "run": {"name": (_STR, "scenario"), "duration_s": (_int(1), 3600), "seed": (_int(0), 1),
-            "sample_s": (_int(1), 60), "final_heal_s": (_int(0), 900), "start_hour": (_int(0, 23), 8),
-            "flush_ms": (_num(0), 1.0), "description": (((lambda v: isinstance(v, str)), "a string"), "")},
+    "run": {"name": (_NAME, "scenario"), "duration_s": (_int(1, MAX_S), 3600), "seed": (_int(0, 2**63 - 1), 1),
+            "sample_s": (_int(1, MAX_S), 60), "final_heal_s": (_int(0, MAX_S), 900), "start_hour": (_int(0, 23), 8),
+            "flush_ms": (_MS, 1.0), "description": (((lambda v: isinstance(v, str)), "a string"), "")},
     "chain": {"branches": (_BRANCHES, ["central"]), "tills": (_int(0, 100), 3), "backoffice": (_BOOL, True),
               "anchors": (_int(0, 64), 1), "anchors_per_member": (_int(1, 64), 2),
               "branch_lan": (_BOOL, True)},
-    "network.lan": {**_LINK, "latency_ms": (_num(0), 0.5), "jitter_ms": (_num(0), 0.3),
-                    "bandwidth_kbps": (_int(0), 100_000)},
-    "network.wan": {**_LINK, "latency_ms": (_num(0), 30.0), "jitter_ms": (_num(0), 10.0),
-                    "bandwidth_kbps": (_int(0), 10_000)},
-    "sync": {"have_interval_ms": (_int(100), EngineConfig.have_interval_ms),
-             "ping_interval_ms": (_int(100), EngineConfig.ping_interval_ms),
-             "ping_timeout_ms": (_int(100), EngineConfig.ping_timeout_ms),
-             "snapshot_every": (_int(0), EngineConfig.snapshot_every)},
-    "dial": {"base_ms": (_int(1), 500), "cap_ms": (_int(1), 30_000)},
-    "workload": {"sales_per_till_hour": (_num(0), 30.0), "day_shape": (_one_of("shop", "flat"), "shop"),
+    "network.lan": {**_LINK, "latency_ms": (_MS, 0.5), "jitter_ms": (_MS, 0.3),
+                    "bandwidth_kbps": (_int(0, 10**9), 100_000)},
+    "network.wan": {**_LINK, "latency_ms": (_MS, 30.0), "jitter_ms": (_MS, 10.0),
+                    "bandwidth_kbps": (_int(0, 10**9), 10_000)},
+    "sync": {"have_interval_ms": (_int(100, MAX_MS), EngineConfig.have_interval_ms),
+             "ping_interval_ms": (_int(100, MAX_MS), EngineConfig.ping_interval_ms),
+             "ping_timeout_ms": (_int(100, MAX_MS), EngineConfig.ping_timeout_ms),
+             "snapshot_every": (_int(0, 10**9), EngineConfig.snapshot_every)},
+    "dial": {"base_ms": (_int(1, MAX_MS), 500), "cap_ms": (_int(1, MAX_MS), 30_000)},
+    "workload": {"sales_per_till_hour": (_RATE, 30.0), "day_shape": (_one_of("shop", "flat"), "shop"),
                  "skus": (_int(1, 100_000), 200), "members": (_int(0, 100_000), 40),
-                 "member_pay_share": (_num(0, 1), 0.15), "price_changes_hour": (_num(0), 2.0),
-                 "topups_hour": (_num(0), 3.0), "order_edits_hour": (_num(0), 4.0),
-                 "opening_stock": (_int(0), 500), "lines_max": (_int(1, 20), 3)},
-    "random_faults": {"partitions_hour": (_num(0), 0.0), "partition_mean_s": (_num(1), 300.0),
-                      "crashes_hour": (_num(0), 0.0), "crash_down_s": (_num(0), 60.0)},
+                 "member_pay_share": (_num(0, 1), 0.15), "price_changes_hour": (_RATE, 2.0),
+                 "topups_hour": (_RATE, 3.0), "order_edits_hour": (_RATE, 4.0),
+                 "opening_stock": (_int(0, 10**12), 500), "lines_max": (_int(1, 20), 3)},
+    "random_faults": {"partitions_hour": (_RATE, 0.0), "partition_mean_s": (_num(1, MAX_S), 300.0),
+                      "crashes_hour": (_RATE, 0.0), "crash_down_s": (_S, 60.0)},
     "experiment": {"kind": (_one_of("protocols"), "protocols"), "nodes": (_int(2, 1000), 15),
-                   "degree": (_int(1, 100), 4), "topologies": (_str_list(("mesh", "tree")), ["tree", "mesh"]),
-                   "protocols": (_str_list(("tillmesh", "delta", "bp_rr")), ["tillmesh", "delta", "bp_rr"]),
-                   "writes_per_node_s": (_num(0), 1.0), "sync_interval_ms": (_int(1), 1000),
-                   "latency_ms": (_num(0), 10.0)},
+                   "degree": (_int(1, 100), 4), "topologies": (_choices(("mesh", "tree")), ["tree", "mesh"]),
+                   "protocols": (_choices(("tillmesh", "delta", "bp_rr")), ["tillmesh", "delta", "bp_rr"]),
+                   # at most one write per node and millisecond: the write schedule's period is in µs
+                   "writes_per_node_s": (_num(0, 1000), 1.0), "sync_interval_ms": (_int(1, MAX_MS), 1000),
+                   "latency_ms": (_MS, 10.0)},
 }
 # Tables that may repeat ([[partition]] ...): key -> ((check, expected), default).
 LISTS: dict[str, dict[str, tuple[tuple[Callable[[Any], bool], str], Any]]] = {
-    "partition": {"at_s": (_num(0), None), "for_s": (_num(0), None), "devices": (_str_list(), []),
+    "partition": {"at_s": (_S, None), "for_s": (_S, None), "devices": (_str_list(), []),
                   "groups": (_GROUPS, [])},
-    "anchor_outage": {"at_s": (_num(0), None), "for_s": (_num(0), None), "anchors": (_str_list(), [])},
-    "crash": {"at_s": (_num(0), None), "device": (_STR, None), "down_s": (_num(0), 30.0)},
-    "skew": {"device": (_STR, None), "skew_ms": (_int(), 0), "drift_ppm": (_num(-1e6, 1e6), 0.0)},
-    "join": {"at_s": (_num(0), None), "branch": (_STR, None), "roles": (_str_list(), ["cashier"])},
-    "leave": {"at_s": (_num(0), None), "device": (_STR, None)},
-    "revoke": {"at_s": (_num(0), None), "device": (_STR, None)},
+    "anchor_outage": {"at_s": (_S, None), "for_s": (_S, None), "anchors": (_str_list(), [])},
+    "crash": {"at_s": (_S, None), "device": (_STR, None), "down_s": (_S, 30.0)},
+    # about three years either way: a device's clock stays a valid timestamp
+    "skew": {"device": (_STR, None), "skew_ms": (_int(-10**11, 10**11), 0), "drift_ppm": (_num(-1e6, 1e6), 0.0)},
+    "join": {"at_s": (_S, None), "branch": (_STR, None), "roles": (_str_list(), ["cashier"])},
+    "leave": {"at_s": (_S, None), "device": (_STR, None)},
+    "revoke": {"at_s": (_S, None), "device": (_STR, None)},
 }
 
 
@@ -176,6 +198,13 @@ def _build(raw: dict[str, Any], source: str) -> Scenario:
     if sync["ping_timeout_ms"] <= sync["ping_interval_ms"]:
         raise ScenarioError(f"{source}: sync.ping_timeout_ms: expected more than sync.ping_interval_ms "
                             f"({sync['ping_interval_ms']}), got {sync['ping_timeout_ms']}")
+    if values["dial"]["cap_ms"] < values["dial"]["base_ms"]:
+        raise ScenarioError(f"{source}: dial.cap_ms: expected at least dial.base_ms ({values['dial']['base_ms']}), "
+                            f"got {values['dial']['cap_ms']}")
+    chain = values["chain"]
+    if "experiment" not in flat and not chain["branch_lan"] and chain["anchors"] == 0:
+        raise ScenarioError(f"{source}: chain.anchors: expected at least 1 when chain.branch_lan is false, "
+                            "got 0 (the devices would have no link at all)")
     lists: dict[str, list[dict[str, Any]]] = {}
     for name, keys in LISTS.items():
         items = flat.get(name, [])
@@ -242,3 +271,11 @@ def load(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scena
     except UnicodeDecodeError:
         raise ScenarioError(f"{path}: not UTF-8 text") from None
     return loads(text, str(path), overrides)
+
+
+def replay_command_for(source: str, seed: int, overrides: tuple[str, ...] | list[str]) -> str:
+    """The shell command (each word quoted) that runs ``source`` with ``seed`` and ``overrides``."""
+    words = ["tillmesh", "sim", "run", source, "--seed", str(seed)]
+    for override in overrides:
+        words += ["--set", override]
+    return shlex.join(words)

@@ -28,7 +28,7 @@ from ._faults import Faults
 from ._loop import US_PER_S, Loop
 from ._metrics import Metrics, percentile
 from ._network import LinkSpec, Network
-from ._scenario import Scenario, ScenarioError
+from ._scenario import Scenario, ScenarioError, replay_command_for
 from ._trace import Trace
 from ._workload import Workload
 
@@ -43,8 +43,7 @@ def derive_seed(seed: int, concern: str) -> int:
 
 
 def replay_command(scenario: Scenario) -> str:
-    sets = "".join(f" --set {override}" for override in scenario.overrides)
-    return f"tillmesh sim run {scenario.source} --seed {scenario.seed}{sets}"
+    return replay_command_for(scenario.source, scenario.seed, scenario.overrides)
 
 
 @dataclass

@@ -15,11 +15,12 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ._scenario import SCHEMA, ScenarioError, loads
+from ._scenario import SCHEMA, ScenarioError, loads, replay_command_for
 
-__all__ = ["Task", "run_task", "parse_seeds", "parse_params", "expand", "run_sweep", "row_of"]
+__all__ = ["Task", "replay_of", "run_task", "parse_seeds", "parse_params", "expand", "run_sweep", "row_of"]
 
 MAX_TASKS = 100_000
+MAX_SEED = 2**63 - 1  # run.seed's bound
 
 
 @dataclass(frozen=True)
@@ -33,19 +34,24 @@ class Task:
 
 def parse_seeds(text: str) -> list[int]:
     """``1..100`` (inclusive), ``1,2,7`` or ``5``."""
+    if len(text) > 1_000_000:
+        raise ScenarioError(f"--seeds: {len(text)} characters; expected A..B or a list of at most {MAX_TASKS} seeds")
     try:
         if ".." in text:
             lo, hi = (int(part) for part in text.split("..", 1))
             if lo > hi:
                 raise ValueError
-            seeds = list(range(lo, hi + 1))
+            bounds = (lo, hi)
         else:
             seeds = [int(part) for part in text.split(",") if part.strip()]
+            bounds = (min(seeds), max(seeds)) if seeds else (0, -1)
     except ValueError:
         raise ScenarioError(f"--seeds {text!r}: expected A..B (A <= B), or a comma-separated list of integers") from None
-    if not seeds or any(s < 0 for s in seeds) or len(seeds) > MAX_TASKS:
-        raise ScenarioError(f"--seeds {text!r}: expected 1..{MAX_TASKS} non-negative seeds")
-    return seeds
+    count = bounds[1] - bounds[0] + 1 if ".." in text else len(seeds)
+    # the size is checked before a range is made into a list: 1..1000000000 is refused, not built
+    if count < 1 or count > MAX_TASKS or bounds[0] < 0 or bounds[1] > MAX_SEED:
+        raise ScenarioError(f"--seeds {text!r}: expected 1..{MAX_TASKS} seeds from 0 to {MAX_SEED}")
+    return list(range(bounds[0], bounds[1] + 1)) if ".." in text else seeds
 
 
 def _keys_named(name: str) -> list[str]:
@@ -63,11 +69,14 @@ def parse_params(texts: list[str]) -> list[tuple[str, list[str], list[str]]]:
         name, sep, values = text.partition("=")
         name = name.strip()
         keys = _keys_named(name)
-        if not sep or not name or not values.strip():
+        chosen = [v.strip() for v in values.split(",") if v.strip()]
+        if not sep or not name or not chosen:
             raise ScenarioError(f"--param {text!r}: expected key=v1,v2,... e.g. network.wan.latency_ms=10,50,200")
+        if "run.seed" in keys:
+            raise ScenarioError(f"--param {name}: a sweep's seeds are chosen with --seeds (e.g. --seeds 5,6)")
         if not keys:
             raise ScenarioError(f"--param {name}: no scenario key of that name (tillmesh sim keys lists them)")
-        out.append((name, keys, [v.strip() for v in values.split(",") if v.strip()]))
+        out.append((name, keys, chosen))
     return out
 
 
@@ -117,6 +126,11 @@ def row_of(summary: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def replay_of(task: Task) -> str:
+    """The ``tillmesh sim run`` command that replays one run of a sweep."""
+    return replay_command_for(task.source, task.seed, task.overrides)
+
+
 def run_task(task: Task) -> dict[str, Any]:
     """Run one task (in whatever process it lands in); returns its CSV row."""
     from ._sim import Simulation
@@ -136,7 +150,12 @@ def run_sweep(tasks: list[Task], *, executor: str = "local", workers: int | None
 
         if not scheduler:
             raise ScenarioError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
-        with Client(scheduler, timeout="30s") as client:
+        try:
+            client = Client(scheduler, timeout="30s")
+        except (ValueError, TypeError) as exc:  # not an address distributed can parse
+            raise ScenarioError(f"--scheduler {scheduler!r}: not a scheduler address "
+                                f"(expected e.g. tcp://127.0.0.1:8786): {exc}") from None
+        with client:
             futures = client.map(run_task, tasks, pure=False)
             index = {f.key: i for i, f in enumerate(futures)}
             for future in as_completed(futures):
@@ -145,6 +164,8 @@ def run_sweep(tasks: list[Task], *, executor: str = "local", workers: int | None
                 if progress:
                     progress(done, len(tasks))
     elif executor == "local":
+        if scheduler:
+            raise ScenarioError("--scheduler is for --executor dask; a local sweep runs on this machine")
         if workers is not None and workers < 1:
             raise ScenarioError(f"--workers {workers}: expected at least 1")
         if workers == 1:

@@ -350,9 +350,9 @@ BASE = '[run]\nname = "e"\n[chain]\nbranches = ["central"]\ntills = 2\n'
 
 @pytest.mark.parametrize("text, overrides, names", [
     (BASE + "[workload]\nsales_per_till_hr = 5\n", [], ["workload.sales_per_till_hr", "unknown key", "sales_per_till_hour"]),
-    (BASE + '[workload]\nsales_per_till_hour = "lots"\n', [], ["workload.sales_per_till_hour", "a number >= 0", "'lots'"]),
-    (BASE + "[workload]\nsales_per_till_hour = true\n", [], ["workload.sales_per_till_hour", "a number"]),
-    (BASE + '[[crash]]\ndevice = "central-till1"\n', [], ["crash[0].at_s", "missing", "a number >= 0"]),
+    (BASE + '[workload]\nsales_per_till_hour = "lots"\n', [], ["workload.sales_per_till_hour", "a finite number >= 0", "'lots'"]),
+    (BASE + "[workload]\nsales_per_till_hour = true\n", [], ["workload.sales_per_till_hour", "a finite number"]),
+    (BASE + '[[crash]]\ndevice = "central-till1"\n', [], ["crash[0].at_s", "missing", "a finite number >= 0"]),
     (BASE + "[[crash]]\nat_s = 5\n", [], ["crash[0].device", "missing", "a non-empty string"]),
     (BASE + "[wrkload]\nskus = 5\n", [], ["[wrkload]", "unknown section", "workload"]),
     ("crash = 5\n" + BASE, [], ["[[crash]]", "array of tables"]),
@@ -365,6 +365,26 @@ BASE = '[run]\nname = "e"\n[chain]\nbranches = ["central"]\ntills = 2\n'
     (BASE, ["nosuch.key=1"], ["[nosuch]", "unknown section"]),
     (BASE, ["chain.tills=101"], ["chain.tills", "<= 100", "101"]),
     ("[run\n", [], ["not valid TOML"]),
+    # values a check must stop before they reach the loop (each was a traceback or a hang)
+    (BASE, ["network.wan.latency_ms=inf"], ["network.wan.latency_ms", "a finite number", "inf"]),
+    (BASE, ["network.wan.jitter_ms=nan"], ["network.wan.jitter_ms", "a finite number"]),
+    (BASE, ["network.lan.latency_ms=1e308"], ["network.lan.latency_ms", "<= 3600000"]),
+    (BASE, ["workload.sales_per_till_hour=inf"], ["workload.sales_per_till_hour", "a finite number"]),
+    (BASE, ["random_faults.crashes_hour=1e300"], ["random_faults.crashes_hour", "<="]),
+    (BASE, ["random_faults.partition_mean_s=inf"], ["random_faults.partition_mean_s", "a finite number"]),
+    (BASE, ["experiment.writes_per_node_s=5000"], ["experiment.writes_per_node_s", "<= 1000"]),
+    (BASE, ["run.flush_ms=inf"], ["run.flush_ms", "a finite number"]),
+    (BASE, ["run.duration_s=100000000000"], ["run.duration_s", "<="]),
+    (BASE + '[[partition]]\nat_s = 1\nfor_s = inf\ndevices = ["central-till1"]\n', [],
+     ["partition[0].for_s", "a finite number"]),
+    (BASE + '[[skew]]\ndevice = "central-till1"\nskew_ms = 100000000000000000\n', [], ["skew[0].skew_ms", "<="]),
+    (BASE + '[[skew]]\ndevice = "central-till1"\nskew_ms = -100000000000000000\n', [], ["skew[0].skew_ms", ">="]),
+    (BASE, ["run.name=../../escape"], ["run.name", "letters, digits"]),
+    (BASE, ["run.name=/tmp/x"], ["run.name", "letters, digits"]),
+    (BASE, ["experiment.topologies=[]"], ["experiment.topologies", "a non-empty list of distinct"]),
+    (BASE, ['experiment.protocols=["delta", "delta"]'], ["experiment.protocols", "distinct"]),
+    (BASE, ["dial.base_ms=5000", "dial.cap_ms=100"], ["dial.cap_ms", "at least dial.base_ms (5000)", "100"]),
+    (BASE, ["chain.branch_lan=false", "chain.anchors=0"], ["chain.anchors", "no link"]),
 ])
 def test_scenario_errors_name_the_key(text, overrides, names):
     with pytest.raises(ScenarioError) as caught:
@@ -428,6 +448,16 @@ def test_cli_bad_scenario_exits_2_with_one_line(tmp_path, content, key):
     assert not (tmp_path / "out").exists()  # nothing was run
 
 
+def test_cli_out_that_is_a_file_is_refused_before_the_run(tmp_path):
+    scenario = tmp_path / "tiny.toml"
+    scenario.write_text(TINY)
+    (tmp_path / "afile").write_text("x")
+    for command in (["run", str(scenario)], ["sweep", str(scenario), "--seeds", "1..2"]):
+        done = _cli([*command, "--out", str(tmp_path / "afile")], tmp_path)
+        assert done.returncode == 2
+        assert done.stderr.strip() == f"tillmesh sim: error: --out {tmp_path / 'afile'}: {tmp_path / 'afile'} is not a directory"
+
+
 def test_cli_good_run_writes_results(tmp_path, tiny_runs):
     scenario = tmp_path / "tiny.toml"
     scenario.write_text(TINY)
@@ -438,6 +468,9 @@ def test_cli_good_run_writes_results(tmp_path, tiny_runs):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["trace_digest"] == tiny_runs["a"].summary["trace_digest"]
     assert sum(summary["invariants"].values()) == 0
+    # printed whole even when stdout is a pipe (a table would cut it to the width)
+    assert f"trace digest: {summary['trace_digest']}" in done.stdout.splitlines()
+    assert f"replay: {summary['replay']}" in done.stdout.splitlines()
     with (run_dir / "metrics.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 300 // 30 + 1
@@ -446,6 +479,43 @@ def test_cli_good_run_writes_results(tmp_path, tiny_runs):
         data = (run_dir / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, png
 
+
+
+SHORT_EXPERIMENT = ["--set", "run.duration_s=4", "--set", "experiment.nodes=5", "--set", "experiment.degree=2"]
+
+
+def test_cli_experiment_run_keeps_the_run_contract(tmp_path):
+    """An [experiment] run writes metrics.csv, summary.json and a plot, prints a digest of its
+    figures and its replay command, and --json prints the summary; the same seed gives the
+    same digest."""
+    out = tmp_path / "out"
+    scenario = str(SCENARIOS / "enes_icde19.toml")
+    done = _cli(["run", scenario, *SHORT_EXPERIMENT, "--out", str(out), "--json"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    run_dir = out / "enes_icde19-1"
+    assert json.loads((run_dir / "summary.json").read_text())["result_digest"] == summary["result_digest"]
+    with (run_dir / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["topology"], r["protocol"]) for r in rows] == [
+        (t, p) for t in ("tree", "mesh") for p in ("delta", "bp_rr", "tillmesh")]
+    assert (run_dir / "experiment.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = _cli(["run", scenario, *SHORT_EXPERIMENT, "--out", str(tmp_path / "again")], tmp_path)
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert f"result digest: {summary['result_digest']}" in lines
+    assert f"replay: {summary['replay']}" in lines
+
+
+def test_cli_experiment_that_does_not_converge_names_seed_and_replay(tmp_path):
+    scenario = str(SCENARIOS / "enes_icde19.toml")
+    slow = [*SHORT_EXPERIMENT, "--set", "experiment.latency_ms=100000", "--set", "experiment.protocols=[\"delta\"]",
+            "--set", "experiment.topologies=[\"tree\"]"]
+    done = _cli(["run", scenario, *slow, "--seed", "3", "--out", str(tmp_path / "out")], tmp_path)
+    assert done.returncode == 1
+    assert "did not converge" in done.stderr and "seed 3" in done.stderr
+    replay = done.stderr.split("replay: ", 1)[1].strip()
+    assert replay.startswith("tillmesh sim run ") and "--seed 3" in replay and "experiment.latency_ms=100000" in replay
 
 # --- 5. sweeps ----------------------------------------------------------------------------------
 
@@ -515,19 +585,22 @@ def test_parse_seeds_range(lo, width):
 def test_parse_seeds_and_params():
     assert parse_seeds("1,2,7") == [1, 2, 7]
     assert parse_seeds("5") == [5]
-    for bad in ("5..1", "x", "", "-1", "1..", "1..x", "0..100000"):
+    for bad in ("5..1", "x", "", "-1", "1..", "1..x", "0..100000", "1..1000000000", "1..10000000000000000000",
+                "10000000000000000000"):
         with pytest.raises(ScenarioError, match="--seeds"):
             parse_seeds(bad)
     assert parse_params(["skus=1,2"]) == [("skus", ["workload.skus"], ["1", "2"])]
     assert parse_params(["network.lan.loss=0, 0.1"]) == [("network.lan.loss", ["network.lan.loss"], ["0", "0.1"])]
     for bad, what in ((["nosuchkey=1,2"], "no scenario key"), (["run.duration_s"], "expected key=v1"),
-                      (["run.duration_s="], "expected key=v1"), (["=1"], "expected key=v1")):
+                      (["run.duration_s="], "expected key=v1"), (["=1"], "expected key=v1"),
+                      (["latency_ms=,,"], "expected key=v1"), (["run.seed=5,6"], "--seeds"),
+                      (["seed=5,6"], "--seeds")):
         with pytest.raises(ScenarioError, match=what):
             parse_params(bad)
 
 
 def test_sweep_refuses_bad_values_and_executors():
-    with pytest.raises(ScenarioError, match=r"run\.duration_s: expected an integer >= 1, got 0"):
+    with pytest.raises(ScenarioError, match=r"run\.duration_s: expected an integer >= 1 and <= 10000000, got 0"):
         expand(TINY, "tiny.toml", [], [1], parse_params(["run.duration_s=10,0"]))
     tasks = expand(TINY, "tiny.toml", ["run.duration_s=10"], [1], [])
     with pytest.raises(ScenarioError, match="local or dask"):
@@ -536,6 +609,31 @@ def test_sweep_refuses_bad_values_and_executors():
         run_sweep(tasks, executor="dask")
     with pytest.raises(ScenarioError, match="--workers 0"):
         run_sweep(tasks, workers=0)
+    with pytest.raises(ScenarioError, match="--scheduler 'garbage'"):
+        run_sweep(tasks, executor="dask", scheduler="garbage")
+    with pytest.raises(ScenarioError, match="--scheduler is for --executor dask"):
+        run_sweep(tasks, scheduler="tcp://127.0.0.1:8786")
+
+
+def test_a_sweep_run_replays_from_its_command():
+    """The command a sweep prints for a run replays exactly that run: its seed, the sweep's
+    own --set overrides and the parameter values (as the keys they set), shell-quoted."""
+    import shlex
+
+    from node.cli import _parser
+    from simulations._sweep import replay_of
+
+    overrides = ["run.duration_s=60", "run.description=a b"]
+    tasks = expand(TINY, "tiny.toml", overrides, [4], parse_params(["latency_ms=10,20"]))
+    for task in tasks:
+        argv = shlex.split(replay_of(task))
+        assert argv[:4] == ["tillmesh", "sim", "run", "tiny.toml"]
+        args = _parser().parse_args(argv[1:])
+        assert args.seed == 4
+        replayed = loads(TINY, "tiny.toml", args.overrides).with_seed(args.seed)
+        swept = loads(task.text, task.source, list(task.overrides)).with_seed(task.seed)
+        assert replayed.values == swept.values and replayed.lists == swept.lists
+        assert replayed.section("run")["description"] == "a b"
 
 
 # --- 6. the network and the loop ----------------------------------------------------------------
