@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ._scenario import LISTS, SCHEMA, ScenarioError, load
+from ._scenario import LISTS, MAX_SEED, SCHEMA, ScenarioError, load
 
 __all__ = ["add_commands", "run_command"]
 
@@ -77,8 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     scenario = load(args.scenario, args.overrides)
     _check_out(args.out)
     if args.seed is not None:
-        if args.seed < 0:
-            raise ScenarioError(f"--seed {args.seed}: expected a non-negative integer")
+        if not 0 <= args.seed <= MAX_SEED:
+            raise ScenarioError(f"--seed {args.seed}: expected an integer from 0 to {MAX_SEED}")
         scenario = scenario.with_seed(args.seed)
     out = args.out / f"{scenario.name}-{scenario.seed}"
     if scenario.experiment:

@@ -40,6 +40,7 @@ def _int(lo: int | None = None, hi: int | None = None) -> tuple[Callable[[Any], 
 MAX_MS = 3_600_000  # one hour, for latencies and the flush time
 MAX_S = 10_000_000  # about four months of virtual time
 MAX_PER_HOUR = 100_000  # arrivals of one kind per device and hour
+MAX_SEED = 2**63 - 1
 
 
 def _num(lo: float, hi: float) -> tuple[Callable[[Any], bool], str]:
@@ -80,7 +81,7 @@ _LINK = {
 
 # section -> key -> ((check, expected), default); a default of None means required.
 SCHEMA: dict[str, dict[str, tuple[tuple[Callable[[Any], bool], str], Any]]] = {
-    "run": {"name": (_NAME, "scenario"), "duration_s": (_int(1, MAX_S), 3600), "seed": (_int(0, 2**63 - 1), 1),
+    "run": {"name": (_NAME, "scenario"), "duration_s": (_int(1, MAX_S), 3600), "seed": (_int(0, MAX_SEED), 1),
             "sample_s": (_int(1, MAX_S), 60), "final_heal_s": (_int(0, MAX_S), 900), "start_hour": (_int(0, 23), 8),
             "flush_ms": (_MS, 1.0), "description": (((lambda v: isinstance(v, str)), "a string"), "")},
     "chain": {"branches": (_BRANCHES, ["central"]), "tills": (_int(0, 100), 3), "backoffice": (_BOOL, True),

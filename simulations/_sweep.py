@@ -15,12 +15,11 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ._scenario import SCHEMA, ScenarioError, loads, replay_command_for
+from ._scenario import MAX_SEED, SCHEMA, ScenarioError, loads, replay_command_for
 
 __all__ = ["Task", "replay_of", "run_task", "parse_seeds", "parse_params", "expand", "run_sweep", "row_of"]
 
 MAX_TASKS = 100_000
-MAX_SEED = 2**63 - 1  # run.seed's bound
 
 
 @dataclass(frozen=True)
@@ -34,24 +33,24 @@ class Task:
 
 def parse_seeds(text: str) -> list[int]:
     """``1..100`` (inclusive), ``1,2,7`` or ``5``."""
+    wrong = ScenarioError(f"--seeds {text[:40]!r}: expected 1..{MAX_TASKS} seeds from 0 to {MAX_SEED}")
     if len(text) > 1_000_000:
-        raise ScenarioError(f"--seeds: {len(text)} characters; expected A..B or a list of at most {MAX_TASKS} seeds")
+        raise wrong
     try:
         if ".." in text:
             lo, hi = (int(part) for part in text.split("..", 1))
             if lo > hi:
                 raise ValueError
-            bounds = (lo, hi)
+            if hi - lo >= MAX_TASKS:  # before the range is made a list: 1..1000000000 is refused, not built
+                raise wrong
+            seeds = list(range(lo, hi + 1))
         else:
             seeds = [int(part) for part in text.split(",") if part.strip()]
-            bounds = (min(seeds), max(seeds)) if seeds else (0, -1)
     except ValueError:
-        raise ScenarioError(f"--seeds {text!r}: expected A..B (A <= B), or a comma-separated list of integers") from None
-    count = bounds[1] - bounds[0] + 1 if ".." in text else len(seeds)
-    # the size is checked before a range is made into a list: 1..1000000000 is refused, not built
-    if count < 1 or count > MAX_TASKS or bounds[0] < 0 or bounds[1] > MAX_SEED:
-        raise ScenarioError(f"--seeds {text!r}: expected 1..{MAX_TASKS} seeds from 0 to {MAX_SEED}")
-    return list(range(bounds[0], bounds[1] + 1)) if ".." in text else seeds
+        raise ScenarioError(f"--seeds {text[:40]!r}: expected A..B (A <= B), or a comma-separated list of integers") from None
+    if not seeds or len(seeds) > MAX_TASKS or min(seeds) < 0 or max(seeds) > MAX_SEED:
+        raise wrong
+    return seeds
 
 
 def _keys_named(name: str) -> list[str]:
