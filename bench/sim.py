@@ -302,13 +302,15 @@ def main() -> None:
         ratios["store_day_speedup"] = store_day["speedup"]
         _progress("store_day", out["store_day"])
     if "chain_50" in parts:
+        lunch = ["run.start_hour=12", "run.duration_s=3600"]  # the file is the whole day
         chain = run_child(SCENARIOS / "chain_50.toml",
-                          ["run.duration_s=600", "chain.branches=10"] if args.quick else [])
+                          [*lunch, "run.duration_s=600", "chain.branches=10"] if args.quick else lunch)
         out["chain_50"] = brief(chain)
         ratios["chain_50_speedup"] = chain["speedup"]
         _progress("chain_50", out["chain_50"])
     if args.scale:
-        big = run_child(SCENARIOS / "chain_50.toml", ["chain.branches=200", "chain.anchors=8", "run.duration_s=300",
+        big = run_child(SCENARIOS / "chain_50.toml", ["chain.branches=200", "chain.anchors=8", "run.start_hour=12",
+                                                      "run.duration_s=300",
                                                       "workload.sales_per_till_hour=2", "workload.members=100",
                                                       "run.sample_s=60", "run.final_heal_s=600"])
         out["nodes_1000"] = brief(big)

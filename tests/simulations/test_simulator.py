@@ -133,7 +133,7 @@ SHORT = {
     "clock_skew.toml": (["run.duration_s=900", *QUIET], {}),
     "lan_split.toml": (["run.duration_s=2100", 'chain.branches=["central"]', "workload.sales_per_till_hour=20",
                         *QUIET], {"cut": "central-till2"}),
-    "chain_50.toml": (["chain.branches=4", "run.duration_s=600", *QUIET], {}),
+    "chain_50.toml": (["chain.branches=4", "run.start_hour=12", "run.duration_s=600", *QUIET], {}),
 }
 NOT_HERE = {"enes_icde19.toml"}  # an [experiment]: tests/simulations/test_baselines.py
 
