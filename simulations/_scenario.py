@@ -29,10 +29,8 @@ class ScenarioError(ValueError):
 
 # --- what a value may be ----------------------------------------------------------------------
 
-def _int(lo: int | None = None, hi: int | None = None) -> tuple[Callable[[Any], bool], str]:
-    what = "an integer" + (f" >= {lo}" if lo is not None else "") + (" and" if lo is not None and hi is not None else "") \
-        + (f" <= {hi}" if hi is not None else "")
-    return (lambda v: type(v) is int and (lo is None or v >= lo) and (hi is None or v <= hi)), what
+def _int(lo: int, hi: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: type(v) is int and lo <= v <= hi), f"an integer >= {lo} and <= {hi}"
 
 
 # Every number has an upper bound: a value past it (inf, 1e308) would turn into an endless
